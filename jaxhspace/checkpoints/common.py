@@ -1,0 +1,251 @@
+"""Shared checkpoint machinery: reading PyTorch state dicts, renaming them onto Flax param trees,
+validating keys and shapes, and writing checkpoint folders atomically.
+
+Flax modules in jaxhspace name their submodules after the PyTorch state-dict keys, so conversion is a
+rename plus a layout transpose:
+
+=====================  ==========================  ==============================
+Flax leaf              PyTorch key suffix          layout change
+=====================  ==========================  ==============================
+``kernel`` (4-D)       ``weight`` (OIHW)           OIHW -> HWIO
+``kernel`` (2-D)       ``weight`` (out, in)        transpose
+``scale``              ``weight`` (norms)          none
+``embedding``          ``weight`` (nn.Embedding)   none
+``bias`` / other       same name                   none
+=====================  ==========================  ==============================
+
+List attributes (``self.resnets = [...]`` in ``setup``) are named ``resnets_0`` by Flax and
+``resnets.0`` by PyTorch; callers pass the set of list attribute names so ``linear_1`` (a plain
+attribute in diffusers) is not mistaken for a list element.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from typing import Callable, Iterable, Mapping
+
+import numpy as np
+from flax import traverse_util
+
+StateDict = dict[str, np.ndarray]
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading
+# ----------------------------------------------------------------------------------------------
+def read_json(path: str) -> dict:
+    """Read a JSON file (e.g. ``config.json``) with an error naming the file on failure."""
+    if not os.path.isfile(path):
+        raise ValueError(f"{path} not found: a model folder needs its config.json beside the weights.")
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); re-export the model with save_pretrained.") from e
+
+
+def find_weights_file(folder: str, candidates: Iterable[str]) -> str:
+    """Return the first of ``candidates`` present in ``folder`` or raise a ValueError listing them."""
+    candidates = list(candidates)
+    for name in candidates:
+        path = os.path.join(folder, name)
+        if os.path.isfile(path):
+            return path
+    raise ValueError(
+        f"no weights file in {folder}: expected one of {candidates}. "
+        "Save the model with save_pretrained(...) or point to the right folder."
+    )
+
+
+def read_state_dict(path: str) -> StateDict:
+    """Read a ``.safetensors`` or PyTorch ``.bin``/``.pth`` state dict into float32/int NumPy arrays.
+
+    Half-precision tensors are upcast to float32. A truncated or corrupt file raises a ValueError
+    naming the file.
+    """
+    if path.endswith(".safetensors"):
+        try:
+            from safetensors import safe_open
+
+            out = {}
+            with safe_open(path, framework="np") as f:
+                for k in f.keys():
+                    out[k] = f.get_tensor(k)
+        except Exception as e:  # safetensors raises its own error types for corrupt headers
+            if "bfloat16" in str(e).lower() or "bf16" in str(e).lower():
+                return _read_with_torch(path, safetensors=True)
+            raise ValueError(f"could not read {path}: {e}. The file is corrupt or truncated; re-save it.") from e
+    else:
+        out = _read_with_torch(path, safetensors=False)
+    return {k: (v.astype(np.float32) if v.dtype in (np.float16,) else v) for k, v in out.items()}
+
+
+def _read_with_torch(path: str, safetensors: bool) -> StateDict:
+    try:
+        import torch
+    except ImportError as e:
+        raise ValueError(f"reading {path} needs PyTorch (pip install torch==2.13.0) or a .safetensors file.") from e
+    try:
+        if safetensors:
+            from safetensors.torch import load_file
+
+            sd = load_file(path)
+        else:
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"could not read {path}: {e}. The file is corrupt or truncated; re-save it.") from e
+    if not isinstance(sd, Mapping):
+        raise ValueError(f"{path} does not hold a state dict (got {type(sd).__name__}).")
+    return {k: v.detach().float().numpy() if v.is_floating_point() else v.numpy() for k, v in sd.items()}
+
+
+# ----------------------------------------------------------------------------------------------
+# Renaming between Flax param trees and PyTorch state dicts
+# ----------------------------------------------------------------------------------------------
+def flax_path_to_torch_key(path: tuple[str, ...], list_names: Iterable[str]) -> str:
+    """Map a Flax param path such as ``('down_blocks_0', 'resnets_1', 'conv1', 'kernel')`` to the
+    PyTorch key ``down_blocks.0.resnets.1.conv1.weight``."""
+    pattern = re.compile(r"^(%s)_(\d+)$" % "|".join(sorted(list_names, key=len, reverse=True)))
+    parts = []
+    for p in path[:-1]:
+        m = pattern.match(p)
+        parts.extend([m.group(1), m.group(2)] if m else [p])
+    leaf = path[-1]
+    parts.append("weight" if leaf in ("kernel", "scale", "embedding") else leaf)
+    return ".".join(parts)
+
+
+def torch_to_flax_array(leaf: str, value: np.ndarray) -> np.ndarray:
+    """Layout change for one tensor (see the module docstring)."""
+    if leaf == "kernel" and value.ndim == 4:
+        return np.transpose(value, (2, 3, 1, 0))
+    if leaf == "kernel" and value.ndim == 2:
+        return value.T
+    return value
+
+
+def flax_to_torch_array(leaf: str, value: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`torch_to_flax_array`."""
+    if leaf == "kernel" and value.ndim == 4:
+        return np.transpose(value, (3, 2, 0, 1))
+    if leaf == "kernel" and value.ndim == 2:
+        return value.T
+    return value
+
+
+def state_dict_to_params(
+    param_shapes: Mapping,
+    state_dict: Mapping[str, np.ndarray],
+    list_names: Iterable[str],
+    what: str,
+    key_fn: Callable[[tuple[str, ...]], str] | None = None,
+    ignore_unexpected: Callable[[str], bool] = lambda k: False,
+) -> dict:
+    """Build a Flax param tree with the structure of ``param_shapes`` from a PyTorch ``state_dict``.
+
+    Args:
+      param_shapes: nested dict of arrays or ``jax.ShapeDtypeStruct`` (e.g. from ``jax.eval_shape(model.init, ...)``).
+      state_dict: PyTorch key -> array.
+      list_names: Flax list attribute names (see :func:`flax_path_to_torch_key`).
+      what: a short description ("UNet2DModel", "CLIPModel") used in error messages.
+      key_fn: optional override of the path -> key mapping.
+      ignore_unexpected: predicate for state-dict keys that may be present but unused (buffers).
+
+    Raises:
+      ValueError listing every missing key, unexpected key and shape mismatch at once.
+    """
+    flat = traverse_util.flatten_dict(dict(param_shapes))
+    key_fn = key_fn or (lambda p: flax_path_to_torch_key(p, list_names))
+    out, missing, mismatched, used = {}, [], [], set()
+    for path, ref in flat.items():
+        key = key_fn(path)
+        if key not in state_dict:
+            missing.append(key)
+            continue
+        used.add(key)
+        arr = torch_to_flax_array(path[-1], np.asarray(state_dict[key]))
+        if tuple(arr.shape) != tuple(ref.shape):
+            mismatched.append(f"{key}: checkpoint {tuple(state_dict[key].shape)} vs model {tuple(ref.shape)} (flax layout)")
+            continue
+        out[path] = arr.astype(ref.dtype) if np.issubdtype(arr.dtype, np.floating) else arr
+    unexpected = sorted(k for k in state_dict if k not in used and not ignore_unexpected(k))
+    if missing or unexpected or mismatched:
+        lines = [f"{what} checkpoint does not match the model config:"]
+        for name, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)):
+            if items:
+                shown = items[:40]
+                lines.append(f"  {name} ({len(items)}): " + ", ".join(shown) + (" ..." if len(items) > 40 else ""))
+        lines.append("  Check that config.json belongs to these weights (same block_out_channels, layers, heads).")
+        raise ValueError("\n".join(lines))
+    return traverse_util.unflatten_dict(out)
+
+
+def params_to_state_dict(params: Mapping, list_names: Iterable[str],
+                         key_fn: Callable[[tuple[str, ...]], str] | None = None) -> StateDict:
+    """Inverse of :func:`state_dict_to_params`: Flax params -> PyTorch-layout NumPy state dict."""
+    key_fn = key_fn or (lambda p: flax_path_to_torch_key(p, list_names))
+    flat = traverse_util.flatten_dict(dict(params))
+    return {key_fn(p): np.ascontiguousarray(flax_to_torch_array(p[-1], np.asarray(v))) for p, v in flat.items()}
+
+
+# ----------------------------------------------------------------------------------------------
+# Writing
+# ----------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def atomic_directory(dst: str, overwrite: bool = False):
+    """Yield a fresh temporary folder beside ``dst``; rename it to ``dst`` only if the block succeeds.
+
+    An interrupted or failed write leaves nothing at ``dst`` (and removes the temporary folder).
+    """
+    dst = os.path.abspath(dst)
+    if os.path.exists(dst) and not overwrite:
+        raise ValueError(f"{dst} already exists; choose a new destination or pass overwrite=True.")
+    parent = os.path.dirname(dst)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(dst)}.tmp-", dir=parent)
+    try:
+        yield tmp
+        if os.path.exists(dst):
+            shutil.rmtree(dst)
+        os.rename(tmp, dst)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_json(path: str, obj) -> None:
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+
+
+def save_params(folder: str, params) -> None:
+    """Save a param pytree with orbax under ``folder/params`` (folder must exist, e.g. from atomic_directory)."""
+    import orbax.checkpoint as ocp
+
+    ckptr = ocp.StandardCheckpointer()
+    ckptr.save(os.path.join(os.path.abspath(folder), "params"), params)
+    ckptr.wait_until_finished()
+
+
+def restore_params(folder: str):
+    """Restore a param pytree saved by :func:`save_params` (as NumPy-backed jax arrays, exact)."""
+    import orbax.checkpoint as ocp
+
+    path = os.path.join(os.path.abspath(folder), "params")
+    if not os.path.isdir(path):
+        raise ValueError(f"{folder} has no orbax 'params' folder; convert the model with checkpoints_convert first.")
+    try:
+        return ocp.StandardCheckpointer().restore(path)
+    except Exception as e:
+        raise ValueError(f"could not restore orbax params from {path}: {e}") from e
+
+
+def save_state_dict_safetensors(path: str, state_dict: Mapping[str, np.ndarray]) -> None:
+    """Write a NumPy state dict as safetensors (e.g. to ship a model in diffusers/HF folder format)."""
+    from safetensors.numpy import save_file
+
+    save_file({k: np.ascontiguousarray(v) for k, v in state_dict.items()}, path)
