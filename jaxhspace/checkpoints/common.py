@@ -189,7 +189,7 @@ def params_to_state_dict(params: Mapping, list_names: Iterable[str],
     """Inverse of :func:`state_dict_to_params`: Flax params -> PyTorch-layout NumPy state dict."""
     key_fn = key_fn or (lambda p: flax_path_to_torch_key(p, list_names))
     flat = traverse_util.flatten_dict(dict(params))
-    return {key_fn(p): np.ascontiguousarray(flax_to_torch_array(p[-1], np.asarray(v))) for p, v in flat.items()}
+    return {key_fn(p): np.asarray(flax_to_torch_array(p[-1], np.asarray(v)), order="C") for p, v in flat.items()}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -248,4 +248,4 @@ def save_state_dict_safetensors(path: str, state_dict: Mapping[str, np.ndarray])
     """Write a NumPy state dict as safetensors (e.g. to ship a model in diffusers/HF folder format)."""
     from safetensors.numpy import save_file
 
-    save_file({k: np.ascontiguousarray(v) for k, v in state_dict.items()}, path)
+    save_file({k: np.asarray(v, order="C") for k, v in state_dict.items()}, path)

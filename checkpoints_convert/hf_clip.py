@@ -1,0 +1,55 @@
+"""Convert an HF (transformers) CLIPModel folder to jaxhspace's converted (orbax) format.
+
+    python -m checkpoints_convert.hf_clip SRC DST [--overwrite]
+
+SRC: a transformers CLIPModel folder (config.json + model.safetensors / pytorch_model.bin, e.g. a local
+copy of openai/clip-vit-base-patch32). DST: written into a temporary folder beside it and renamed into
+place, so an interrupted conversion leaves nothing at DST. The tokenizer files (vocab.json, merges.txt,
+tokenizer.json, tokenizer_config.json, special_tokens_map.json) present in SRC are copied. Load the result
+with ``jaxhspace.checkpoints.load_clip(DST)`` and ``load_clip_tokenizer(DST)``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from jaxhspace.checkpoints.clip import TOKENIZER_FILES, load_clip, save_clip_converted
+from jaxhspace.models.clip import count_params
+
+
+def convert(src: str, dst: str, overwrite: bool = False) -> dict:
+    """Convert ``src`` to ``dst``; returns a summary dict (param count, config, copied tokenizer files)."""
+    model, params = load_clip(src)
+    tok_files = [f for f in TOKENIZER_FILES if os.path.isfile(os.path.join(src, f))]
+    save_clip_converted(dst, model, params, tokenizer=src if tok_files else None, overwrite=overwrite)
+    t, v = model.config.text_config, model.config.vision_config
+    return {
+        "params": count_params(params),
+        "text": f"{t.num_hidden_layers} layers x {t.hidden_size} ({t.num_attention_heads} heads, {t.hidden_act})",
+        "vision": (f"{v.num_hidden_layers} layers x {v.hidden_size} ({v.num_attention_heads} heads, {v.hidden_act}), "
+                   f"image {v.image_size}, patch {v.patch_size}"),
+        "projection_dim": model.config.projection_dim,
+        "tokenizer_files": tok_files,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("src", help="transformers CLIPModel folder")
+    parser.add_argument("dst", help="destination folder (must not exist unless --overwrite)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing DST")
+    args = parser.parse_args(argv)
+    try:
+        s = convert(args.src, args.dst, args.overwrite)
+    except ValueError as e:
+        sys.exit(f"error: {e}")
+    print(f"converted CLIPModel {args.src} -> {args.dst}: {s['params']:,} params")
+    print(f"  text:   {s['text']}")
+    print(f"  vision: {s['vision']}")
+    print(f"  projection_dim: {s['projection_dim']}")
+    print(f"  tokenizer files: {', '.join(s['tokenizer_files']) or 'none (load_clip_tokenizer will fail)'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,18 @@
+"""Runnable jobs, one module each, dispatched by ``jaxhspace.main`` on ``config.task``.
+
+Each job is ``run(config, workdir) -> dict`` (the metrics it also writes to ``workdir``).
+"""
+import importlib
+
+TASKS = {
+    "sample": "jaxhspace.tasks.sample",
+    "invert_reconstruct": "jaxhspace.tasks.invert_reconstruct",
+    "ddpm_train": "jaxhspace.tasks.ddpm_train",
+}
+
+
+def get_task(name: str):
+    """Return the ``run`` function of a job, or raise a ValueError listing the known jobs."""
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; known tasks: {sorted(TASKS)}")
+    return importlib.import_module(TASKS[name]).run

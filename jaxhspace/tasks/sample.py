@@ -1,0 +1,51 @@
+"""Job ``sample``: DDIM samples from the configured UNet, saved as a PNG grid plus metrics.json."""
+from __future__ import annotations
+
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxhspace.data.images import save_grid
+from jaxhspace.diffusion.ddim import ddim_sample
+from jaxhspace.models.functional import eps_fn
+from jaxhspace.tasks.common import sampling_grid, write_metrics
+from jaxhspace.world import load_model
+
+
+def run(config, workdir: str) -> dict:
+    """Draw ``config.num_samples`` DDIM samples (``config.n_steps``, ``config.eta``, ``config.spacing``)."""
+    model, params, schedule, source = load_model(config.model_path, config.seed)
+    size = model.config.sample_size or config.image_size
+    size = size if isinstance(size, int) else size[0]
+    key_x, key_eta = jax.random.split(jax.random.PRNGKey(config.seed))
+    x_T = jax.random.normal(key_x, (config.num_samples, size, size, model.config.in_channels))
+    ts = sampling_grid(config.spacing, config.n_steps, schedule.num_train_timesteps)
+    t0 = time.time()
+    x0 = ddim_sample(eps_fn(model, params), x_T, ts, schedule, eta=config.eta, key=key_eta, progress=True)
+    x0 = np.asarray(jax.device_get(x0))
+    wall = time.time() - t0
+    grid = save_grid(os.path.join(workdir, "samples.png"), x0.reshape(-1, config.grid_cols, *x0.shape[1:])
+                     if config.num_samples % config.grid_cols == 0 else x0, upscale=config.upscale)
+    metrics = {"task": "sample", "model": source, "num_samples": config.num_samples, "n_steps": config.n_steps,
+               "eta": config.eta, "spacing": config.spacing, "wall_s": wall,
+               "pixel_mean": float(x0.mean()), "pixel_std": float(x0.std()),
+               "out_of_range_fraction": float(np.mean(np.abs(x0) > 1.0)), "grid": grid}
+    metrics.update(_probe_scores(x0))
+    write_metrics(workdir, metrics)
+    return metrics
+
+
+def _probe_scores(x0: np.ndarray) -> dict:
+    """Share of samples the shipped attribute probe calls a valid face (if the probe is shipped)."""
+    from jaxhspace.world import DEFAULT_PROBE
+
+    if not os.path.isdir(DEFAULT_PROBE):
+        return {}
+    from jaxhspace.data import probe
+
+    model_p = probe.load_probe(DEFAULT_PROBE)
+    scores = probe.score(model_p, jnp.asarray(x0))
+    return {"probe_valid_face_fraction": float(np.mean(probe.is_valid_face(scores)))}

@@ -1,0 +1,62 @@
+"""The embedded default world: where the shipped assets live and how a job picks its model.
+
+A job's ``config.model_path`` may point at any diffusers UNet2DModel folder (or a converted one); empty
+means the shipped SynthFaces DDPM under ``assets/ddpm_synthfaces``. If that asset is absent (a checkout
+before it was trained), a randomly initialised tiny UNet is used and a warning says so.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+
+import jax
+import jax.numpy as jnp
+
+ASSETS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets")
+DEFAULT_DDPM = os.path.join(ASSETS, "ddpm_synthfaces")
+DEFAULT_CLIP = os.path.join(ASSETS, "clip_synthfaces")
+DEFAULT_PROBE = os.path.join(ASSETS, "probe")
+
+TINY_RANDOM_UNET = dict(
+    sample_size=32, in_channels=3, out_channels=3, block_out_channels=[32, 64, 64], layers_per_block=1,
+    down_block_types=["DownBlock2D", "DownBlock2D", "AttnDownBlock2D"],
+    up_block_types=["AttnUpBlock2D", "UpBlock2D", "UpBlock2D"], attention_head_dim=None,
+    norm_num_groups=16, norm_eps=1e-6, flip_sin_to_cos=False, freq_shift=1, downsample_padding=0)
+
+
+def load_model(model_path: str = "", seed: int = 0):
+    """Return ``(model, params, schedule, source)`` for a job.
+
+    Args:
+      model_path: diffusers/converted UNet folder; "" = the shipped default (or a random tiny UNet if
+        it is missing, with a warning).
+      seed: init seed for the random fallback.
+    """
+    from jaxhspace.checkpoints import load_unet
+    from jaxhspace.diffusion.schedule import make_schedule
+    from jaxhspace.models.unet import UNet2DModel, UNetConfig
+
+    path = model_path or (DEFAULT_DDPM if os.path.isdir(DEFAULT_DDPM) else "")
+    if path:
+        model, params = load_unet(path)
+        return model, params, load_schedule(path), path
+    warnings.warn("assets/ddpm_synthfaces is not there yet: using a randomly initialised tiny UNet "
+                  "(samples will be noise). Train it with configs/ddpm_synthfaces.py.", stacklevel=2)
+    model = UNet2DModel(UNetConfig.from_dict(TINY_RANDOM_UNET))
+    params = model.init(jax.random.PRNGKey(seed), jnp.zeros((1, 32, 32, 3)), jnp.zeros((1,), jnp.int32))["params"]
+    return model, params, make_schedule(), "random-init tiny UNet"
+
+
+def load_schedule(model_path: str):
+    """The noise schedule stored beside a model (``scheduler_config.json`` in the folder, its parent's
+    ``scheduler/`` or the folder's parent); the DDPM default (linear 1e-4..0.02, T=1000) if none."""
+    from jaxhspace.checkpoints.common import read_json
+    from jaxhspace.diffusion.schedule import make_schedule, schedule_from_config
+
+    folder = os.path.abspath(model_path)
+    for cand in (os.path.join(folder, "scheduler_config.json"),
+                 os.path.join(os.path.dirname(folder), "scheduler", "scheduler_config.json"),
+                 os.path.join(os.path.dirname(folder), "scheduler_config.json")):
+        if os.path.isfile(cand):
+            return schedule_from_config(read_json(cand))
+    return make_schedule()
