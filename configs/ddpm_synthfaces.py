@@ -28,11 +28,11 @@ def get_config():
     c.beta_end = 0.02
     c.num_train_timesteps = 1000
     c.batch_size = 32
-    c.lr = 1e-3
+    c.lr = 5e-4
     c.warmup_steps = 200
     c.grad_clip = 1.0
     c.ema_decay = 0.995
-    c.total_steps = 3000
+    c.total_steps = 4000
     c.checkpoint_every = 250
     c.log_every = 25
     c.max_minutes = 55.0

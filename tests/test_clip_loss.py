@@ -125,9 +125,11 @@ def test_clip_directional_loss_gradient_fd(tiny):
     x_src = rng.uniform(-0.9, 0.9, size=(1, 40, 40, 3))
     x_edit = np.clip(np.repeat(x_src, 2, 0) + rng.normal(scale=0.2, size=(2, 40, 40, 3)), -1, 1)
     # value in float32 equals NumPy on the same features
-    l32 = clip_directional_loss(model, params, jnp.asarray(x_edit, jnp.float32), jnp.asarray(x_src, jnp.float32), tdir)
-    fe = np.asarray(image_features(model, params, jnp.asarray(x_edit, jnp.float32)), np.float64)
-    fs = np.asarray(image_features(model, params, jnp.asarray(x_src, jnp.float32)), np.float64)
+    l32 = jax.jit(lambda a, b: clip_directional_loss(model, params, a, b, tdir))(
+        jnp.asarray(x_edit, jnp.float32), jnp.asarray(x_src, jnp.float32))
+    feats = jax.jit(lambda a: image_features(model, params, a))
+    fe = np.asarray(feats(jnp.asarray(x_edit, jnp.float32)), np.float64)
+    fs = np.asarray(feats(jnp.asarray(x_src, jnp.float32)), np.float64)
     np.testing.assert_allclose(np.asarray(l32), _np_directional(fe, fs, np.asarray(tdir, np.float64)), atol=1e-5)
 
     with jax.enable_x64(True):
@@ -140,6 +142,7 @@ def test_clip_directional_loss_gradient_fd(tiny):
 
         x0 = jnp.asarray(x_edit, jnp.float64)
         g = jax.jit(jax.grad(f))(x0)
+        f = jax.jit(f)
         assert g.dtype == jnp.float64 and np.isfinite(np.asarray(g)).all() and np.abs(np.asarray(g)).max() > 0
         v = jnp.asarray(rng.normal(size=x_edit.shape))
         eps = 1e-4
@@ -148,8 +151,8 @@ def test_clip_directional_loss_gradient_fd(tiny):
         assert abs(float(fd - ad)) <= 1e-6 * max(1.0, abs(float(ad))), (float(fd), float(ad))
 
     # float32 gradient is finite too (the path used in training)
-    g32 = jax.grad(lambda x: clip_directional_loss(model, params, x, jnp.asarray(x_src, jnp.float32), tdir,
-                                                   asyrp_log=True).sum())(jnp.asarray(x_edit, jnp.float32))
+    g32 = jax.jit(jax.grad(lambda x: clip_directional_loss(model, params, x, jnp.asarray(x_src, jnp.float32), tdir,
+                                                           asyrp_log=True).sum()))(jnp.asarray(x_edit, jnp.float32))
     assert np.isfinite(np.asarray(g32)).all()
 
 

@@ -12,6 +12,7 @@ unchanged otherwise); the cosine follows ``torch.nn.CosineSimilarity(eps=1e-8)``
 """
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import jax
@@ -125,26 +126,33 @@ def _check_text(name: str, s) -> str:
     return s
 
 
+@functools.lru_cache(maxsize=8)
+def _text_features_fn(model):
+    return jax.jit(lambda p, ids, m: model.apply({"params": p}, ids, m, method=model.get_text_features))
+
+
 def encode_texts(model, params, tokenizer, texts: Sequence[str], batch_size: int = 128) -> jax.Array:
     """Projected text features ``[N, P]`` (unnormalised) of ``N`` strings.
 
     Tokenised with padding to ``max_position_embeddings`` and truncation (like ``clip.tokenize``'s fixed 77
-    tokens), in chunks of ``batch_size`` padded to a constant shape so that one compilation is reused.
+    tokens; the EOS token is kept). Chunks of at most ``batch_size`` are padded to a power of two so that
+    few shapes get compiled (the jitted function is cached per model).
     """
     texts = [_check_text("prompt", t) for t in texts]
     if not texts:
         raise ValueError("encode_texts: no texts given.")
     max_len = model.config.text_config.max_position_embeddings
-    fn = jax.jit(lambda p, ids, m: model.apply({"params": p}, ids, m, method=model.get_text_features))
+    fn = _text_features_fn(model)
     out = []
     for i in range(0, len(texts), batch_size):
         chunk = texts[i:i + batch_size]
         enc = tokenizer(chunk, padding="max_length", max_length=max_len, truncation=True, return_tensors="np")
         ids, mask = np.asarray(enc["input_ids"], np.int32), np.asarray(enc["attention_mask"], np.int32)
         n = len(chunk)
-        if len(texts) > batch_size and n < batch_size:  # keep one shape per call site
-            ids = np.concatenate([ids, np.repeat(ids[-1:], batch_size - n, 0)])
-            mask = np.concatenate([mask, np.repeat(mask[-1:], batch_size - n, 0)])
+        bucket = min(max(batch_size, n), 1 << max(n - 1, 0).bit_length())
+        if bucket > n:
+            ids = np.concatenate([ids, np.repeat(ids[-1:], bucket - n, 0)])
+            mask = np.concatenate([mask, np.repeat(mask[-1:], bucket - n, 0)])
         out.append(fn(params, jnp.asarray(ids), jnp.asarray(mask))[:n])
     return jnp.concatenate(out, axis=0)
 

@@ -440,7 +440,7 @@ class CLIPModel(nn.Module):
 
 def init_clip_params(model: CLIPModel, rng: jax.Array):
     """Random params for ``model`` (Flax initialisers, not transformers' init scheme)."""
-    return model.init(rng, *model.dummy_inputs())["params"]
+    return jax.jit(lambda r: model.init(r, *model.dummy_inputs())["params"])(rng)
 
 
 def clip_param_shapes(model: CLIPModel):
