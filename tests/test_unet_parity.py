@@ -59,10 +59,9 @@ def test_float_and_scalar_timesteps(tiny):
     eps_t, _ = torch_forward(torch_model, x, 321)
     eps_j, _ = jax_forward(model, params, x, np.int32(321))
     assert max_abs(eps_j, eps_t) <= TOL
-    # int and float t of equal value agree exactly
-    apply = jax.jit(model.apply)
-    np.testing.assert_array_equal(apply({"params": params}, x, jnp.array([5, 9])),
-                                  apply({"params": params}, x, jnp.array([5.0, 9.0])))
+    # int and float t of equal value agree exactly (reuses the programs compiled above)
+    np.testing.assert_array_equal(jax_forward(model, params, x, np.array([5, 9], np.int32))[0],
+                                  jax_forward(model, params, x, np.array([5.0, 9.0], np.float32))[0])
 
 
 def test_decode_encode_equals_call_exactly(tiny):
@@ -86,10 +85,9 @@ def test_delta_h_matches_torch_hook(tiny):
     eps_plain, _ = jax_forward(model, params, x, t)
     assert max_abs(eps_j, eps_plain) > 1e-3  # the edit does something
     # a broadcastable delta_h ([C]) equals its explicit broadcast
-    apply = jax.jit(model.apply)
     v = dh[0, 0, 0]
-    np.testing.assert_allclose(apply({"params": params}, x, t, delta_h=v),
-                               apply({"params": params}, x, t, delta_h=np.broadcast_to(v, dh.shape)), atol=1e-6)
+    np.testing.assert_allclose(jax_forward(model, params, x, t, delta_h=v)[0],
+                               jax_forward(model, params, x, t, delta_h=np.broadcast_to(v, dh.shape))[0], atol=1e-6)
 
 
 def test_bfloat16_compute_is_close(tiny, tmp_path):

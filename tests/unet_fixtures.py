@@ -76,15 +76,23 @@ def torch_forward(model, x_nhwc: np.ndarray, t, delta_h_nhwc: np.ndarray | None 
     return eps.numpy().transpose(0, 2, 3, 1), captured["h"].numpy().transpose(0, 2, 3, 1)
 
 
+_JITTED = {}
+
+
 def jax_forward(model, params, x, t, delta_h=None):
-    """Jitted JAX eps (``__call__``, with delta_h) and h (``encode``) in one program, as NumPy."""
+    """Jitted JAX eps (``__call__``, with delta_h) and h (``encode``) in one program, as NumPy.
 
-    @jax.jit
-    def f(params, x, t, dh):
-        eps = model.apply({"params": params}, x, t, delta_h=dh)
-        h = model.apply({"params": params}, x, t, method=model.encode)[0]
-        return eps, h
+    The jitted function is cached per model so repeated calls with equal shapes do not recompile.
+    """
+    if id(model) not in _JITTED:
 
+        def f(params, x, t, dh):
+            eps = model.apply({"params": params}, x, t, delta_h=dh)
+            h = model.apply({"params": params}, x, t, method=model.encode)[0]
+            return eps, h
+
+        _JITTED[id(model)] = (model, jax.jit(f))  # keep model alive so its id is not reused
+    f = _JITTED[id(model)][1]
     eps, h = f(params, jnp.asarray(x), jnp.asarray(t), None if delta_h is None else jnp.asarray(delta_h))
     return np.asarray(eps), np.asarray(h)
 
