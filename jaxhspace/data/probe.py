@@ -3,9 +3,10 @@
 Used to score edits (did the target factor move? did others leak?), the validity of DDPM samples
 (``is_valid_face``) and, through its penultimate features, a Fréchet distance between image sets.
 
-Train and ship the default weights (CPU, ~6 min on 2 shared cores):
+Train and ship the default weights (CPU: 7.7 min wall on 2 cores shared with other jobs, 3.3 min CPU time;
+held-out R² >= 0.987 for continuous factors, accuracy 1.0 otherwise; 0.9 MB float32):
 
-    PYTHONPATH=. python -m jaxhspace.data.probe --out assets/probe --steps 3000 --seed 0
+    PYTHONPATH=. python -m jaxhspace.data.probe --out assets/probe --steps 1500 --batch 64 --lr 0.002 --seed 0
 
     from jaxhspace.data.probe import load_probe, score, edit_effect
     model, params = load_probe()                    # assets/probe
@@ -36,7 +37,6 @@ from jaxhspace.data.synthfaces import FACTORS
 
 DEFAULT_DIR = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "assets", "probe"))
 WEIGHTS, CONFIG = "probe.safetensors", "config.json"
-CONTINUOUS = tuple(k for k, f in FACTORS.items() if f.kind == "continuous")
 
 
 class ProbeCNN(nn.Module):
@@ -110,10 +110,6 @@ def augment(key, x):
 
 
 # ---------------------------------------------------------------- training
-def _batch_from(images, factors):
-    return {"images": images, **{k: np.asarray(v) for k, v in factors.items()}}
-
-
 def evaluate(model, params, images, factors) -> dict:
     """Held-out metrics: {name: R² (continuous) or accuracy (categorical / binary at p = 0.5)}.
 
@@ -131,7 +127,7 @@ def evaluate(model, params, images, factors) -> dict:
     return out
 
 
-def train_probe(seed: int = 0, steps: int = 3000, batch_size: int = 128, lr: float = 2e-3,
+def train_probe(seed: int = 0, steps: int = 1500, batch_size: int = 64, lr: float = 2e-3,
                 eval_n: int = 2048, augment_images: bool = True, model: ProbeCNN | None = None,
                 progress: bool = True):
     """Train a probe on fresh SynthFaces batches (batch i from seed (seed, i)) with Adam + warmup-cosine.
@@ -192,6 +188,7 @@ def save_probe(path: str, params, config: dict) -> str:
     flat = {"/".join(k): np.asarray(v, np.float32) for k, v in flatten_dict(jax.device_get(params)).items()}
     tmp = os.path.join(path, WEIGHTS + ".tmp")
     save_file(flat, tmp)
+    os.chmod(tmp, 0o644)
     os.replace(tmp, os.path.join(path, WEIGHTS))
     tmp = os.path.join(path, CONFIG + ".tmp")
     with open(tmp, "w") as fh:
@@ -228,7 +225,10 @@ def _apply_fn(model: ProbeCNN):
 
 
 def _run(params, images, model, chunk: int = 512):
-    """Heads and features for images [N, 32|64, 32|64, 3]; 64x64 inputs are 2x2 average-pooled to 32x32."""
+    """Heads and features for images [N, 32|64, 32|64, 3]; 64x64 inputs are 2x2 average-pooled to 32x32.
+    ``params`` may also be the (model, params) pair returned by ``load_probe``."""
+    if isinstance(params, tuple) and len(params) == 2 and isinstance(params[0], ProbeCNN):
+        model, params = params
     images = np.asarray(images, np.float32)
     if images.ndim != 4 or images.shape[-1] != 3 or images.shape[1:3] not in ((32, 32), (64, 64)):
         raise ValueError(f"probe wants images [N, 32|64, 32|64, 3], got {images.shape}")
@@ -246,7 +246,8 @@ def score(params, images, model: ProbeCNN | None = None, probs: bool = False) ->
     """Predicted factors per image.
 
     Args:
-      params: probe params; images: [N, 32|64, 32|64, 3] in [-1, 1]; model: default ``ProbeCNN()``.
+      params: probe params, or the (model, params) pair from ``load_probe``; images: [N, 32|64, 32|64, 3] in
+        [-1, 1]; model: default ``ProbeCNN()`` (the shipped architecture).
       probs: if True categorical factors are returned as probabilities [N, K] instead of class indices.
     Returns:
       {name: [N]}: continuous -> value in the factor's units (float32, may leave the range on odd images);
@@ -357,8 +358,8 @@ def edit_effect(scores_before: dict, scores_after: dict, target: str) -> dict:
 def main(argv=None):
     ap = argparse.ArgumentParser(description="Train the SynthFaces attribute probe and save it.")
     ap.add_argument("--out", default=DEFAULT_DIR)
-    ap.add_argument("--steps", type=int, default=3000)
-    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
