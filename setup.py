@@ -20,6 +20,7 @@ setup(
         "ml_collections",
         "absl-py",
         "pillow",
+        "matplotlib",
         "safetensors",
         "tqdm",
     ],

@@ -8,6 +8,10 @@ TASKS = {
     "sample": "jaxhspace.tasks.sample",
     "invert_reconstruct": "jaxhspace.tasks.invert_reconstruct",
     "ddpm_train": "jaxhspace.tasks.ddpm_train",
+    "pullback": "jaxhspace.tasks.pullback",
+    "asyrp_train": "jaxhspace.tasks.asyrp_train",
+    "asyrp_edit": "jaxhspace.tasks.asyrp_edit",
+    "clip_train": "jaxhspace.tasks.clip_train",
 }
 
 

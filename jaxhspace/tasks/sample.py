@@ -47,5 +47,5 @@ def _probe_scores(x0: np.ndarray) -> dict:
     from jaxhspace.data import probe
 
     model_p = probe.load_probe(DEFAULT_PROBE)
-    scores = probe.score(model_p, jnp.asarray(x0))
+    scores = probe.score(model_p, jnp.asarray(x0), probs=True)
     return {"probe_valid_face_fraction": float(np.mean(probe.is_valid_face(scores)))}

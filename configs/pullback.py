@@ -1,0 +1,32 @@
+"""Pullback (Park et al.) directions J = ∂h/∂x on test faces and edits along the top ones.
+
+    python -m jaxhspace.main --config configs/pullback.py --workdir runs/pullback
+
+Defaults follow the official CelebA-HQ script where they carry over (γ = 0.1-style small steps, 16
+steps, boosting below t = 200); the direction length λ is larger because x here has 32·32·3 = 3,072
+dims instead of 196,608, so a unit v is ~8x larger per pixel here than at 256x256.
+"""
+import ml_collections
+
+
+def get_config():
+    c = ml_collections.ConfigDict()
+    c.task = "pullback"
+    c.model_path = ""
+    c.seed = 0
+    c.data_seed = 12345
+    c.num_images = 4
+    c.image_paths = ()
+    c.n_steps = 50             # Asyrp grid for inversion / sampling
+    c.edit_t = 600             # official edit_t in {1.0, 0.8, 0.6} x T
+    c.t_boost = 200            # eta = 1 below this (official performance_boosting_t = 0.2)
+    c.k = 8
+    c.svd_method = "krylov"
+    c.svd_tol = 1e-3
+    c.svd_max_iters = 30
+    c.n_dirs = 3
+    c.gamma = 0.5
+    c.lam = 10.0
+    c.n_edit_steps = 16
+    c.upscale = 3
+    return c

@@ -1,0 +1,50 @@
+"""Score edits with the shipped SynthFaces attribute probe: how much each factor moved.
+
+For unsupervised directions (pullback, Haas, PCA) there is no target: every factor's change is
+reported and the one that moved most is called the direction's dominant factor; the others are its
+leakage. Units follow :func:`jaxhspace.data.probe.edit_effect` (fractions of a full change).
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from jaxhspace.world import DEFAULT_PROBE
+
+
+def load_default_probe():
+    """The shipped probe's params, or None if ``assets/probe`` is absent."""
+    if not os.path.isdir(DEFAULT_PROBE):
+        return None
+    from jaxhspace.data import probe
+
+    return probe.load_probe(DEFAULT_PROBE)
+
+
+def factor_changes(probe_params, before, after) -> dict:
+    """Mean change of every factor between images ``before`` and ``after`` ([N, H, W, 3] each, same faces).
+
+    Returns {"changes": {factor: magnitude}, "signed": {factor: signed change or None},
+    "dominant": factor with the largest magnitude, "dominant_change", "max_leakage" (largest other)}.
+    """
+    from jaxhspace.data import probe
+    from jaxhspace.data.synthfaces import FACTORS
+
+    sb = probe.score(probe_params, np.asarray(before), probs=True)
+    sa = probe.score(probe_params, np.asarray(after), probs=True)
+    changes = {k: probe._change(k, sb[k], sa[k], False) for k in FACTORS}
+    signed = {k: (probe._change(k, sb[k], sa[k], True) if FACTORS[k].kind != "categorical" else None) for k in FACTORS}
+    dom = max(changes, key=changes.get)
+    others = [v for k, v in changes.items() if k != dom]
+    return {"changes": changes, "signed": signed, "dominant": dom, "dominant_change": changes[dom],
+            "max_leakage": float(max(others)) if others else 0.0}
+
+
+def target_effect(probe_params, before, after, target: str) -> dict:
+    """:func:`jaxhspace.data.probe.edit_effect` for a known target factor, from images."""
+    from jaxhspace.data import probe
+
+    sb = probe.score(probe_params, np.asarray(before), probs=True)
+    sa = probe.score(probe_params, np.asarray(after), probs=True)
+    return probe.edit_effect(sb, sa, target)

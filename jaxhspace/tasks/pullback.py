@@ -1,0 +1,70 @@
+"""Job ``pullback``: Park et al.'s pullback directions (J = ∂h/∂x) at an edit time, edits along the top
+ones, a grid (rows: images; columns: input, reconstruction, then each direction at -/+), the singular
+values as JSON and a plot, and the probe's factor changes for every edit."""
+from __future__ import annotations
+
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm import tqdm
+
+from jaxhspace.data.images import save_grid
+from jaxhspace.data.plots import save_line_plot
+from jaxhspace.directions import pullback
+from jaxhspace.editing.pullback_edit import continue_sampling, edit_steps
+from jaxhspace.editing.scoring import factor_changes, load_default_probe
+from jaxhspace.models.functional import eps_fn
+from jaxhspace.tasks.common import write_metrics
+from jaxhspace.tasks.inputs import invert_to, test_images
+from jaxhspace.world import load_model
+
+
+def run(config, workdir: str) -> dict:
+    """See the module docstring; fields in ``configs/pullback.py``."""
+    model, params, schedule, source = load_model(config.model_path, config.seed)
+    x0 = test_images(config, model)
+    f = eps_fn(model, params)
+    t_start = time.time()
+    x_t, t, grid = invert_to(model, params, schedule, x0, config.n_steps, config.edit_t)
+    key = jax.random.PRNGKey(config.seed)
+    recon = np.asarray(continue_sampling(f, x_t, grid, schedule, config.t_boost, key))
+
+    bases, svals, products, svd_s = [], [], [], []
+    for i in tqdm(range(x_t.shape[0]), desc="pullback SVD"):
+        t0 = time.time()
+        res = pullback(model, params, x_t[i], t, config.k, jax.random.fold_in(key, i), method=config.svd_method,
+                       tol=config.svd_tol, max_iters=config.svd_max_iters)
+        svd_s.append(time.time() - t0)
+        bases.append(np.asarray(res.v))
+        svals.append(np.asarray(res.s).tolist())
+        products.append(res.n_products)
+    V = np.stack(bases)                                     # [N, k, H, W, C]
+
+    # Every (direction, sign) for every image in one batch: [D*2*N, H, W, C].
+    combos = [(d, s) for d in range(config.n_dirs) for s in (-1.0, 1.0)]
+    dirs = np.concatenate([s * V[:, d] for d, s in combos])
+    xs = jnp.tile(x_t, (len(combos), 1, 1, 1))
+    edited_t = edit_steps(f, xs, t, jnp.asarray(dirs), config.gamma, config.n_edit_steps, config.lam)
+    edited = np.asarray(continue_sampling(f, edited_t, grid, schedule, config.t_boost, key))
+    edited = edited.reshape(len(combos), *x0.shape)       # [combos, N, H, W, C]
+
+    cols = [np.asarray(x0), recon] + [edited[c] for c in range(len(combos))]
+    grid_path = save_grid(os.path.join(workdir, "pullback_grid.png"), np.stack(cols, axis=1), upscale=config.upscale)
+    plot = save_line_plot(os.path.join(workdir, "pullback_singular_values.png"),
+                          {f"image {i}": s for i, s in enumerate(svals)}, "pullback singular values (∂h/∂x)",
+                          "index", "σ")
+    probe_params = load_default_probe()
+    scores = []
+    if probe_params is not None:
+        for c, (d, s) in enumerate(combos):
+            scores.append({"direction": d, "sign": s, **factor_changes(probe_params, recon, edited[c])})
+    metrics = {"task": "pullback", "model": source, "edit_t": t, "k": config.k, "svd_method": config.svd_method,
+               "singular_values": svals, "jacobian_products": products, "svd_wall_s": svd_s,
+               "columns": ["input", "reconstruction"] + [f"v{d}{'+' if s > 0 else '-'}" for d, s in combos],
+               "edit_scores": scores, "grid": grid_path, "singular_value_plot": plot,
+               "wall_s": time.time() - t_start}
+    write_metrics(workdir, metrics)
+    return metrics
