@@ -23,7 +23,7 @@ All dense linear algebra on the n- and m-sized blocks is done with ``Precision.H
 from __future__ import annotations
 
 import dataclasses
-import math
+import functools
 from typing import Any, Callable, Optional
 
 import jax
@@ -162,36 +162,27 @@ def _check_budget(max_products, b):
         )
 
 
-def _orth_rows(Z: jax.Array) -> jax.Array:
-    """Orthonormal rows spanning the rows of ``Z [b, n]`` (thin QR of ``Z^T``)."""
-    q, _ = jnp.linalg.qr(Z.T)
-    return q.T
-
-
-def _expand_basis(Q: Optional[jax.Array], Z: jax.Array, capacity: int):
+@functools.partial(jax.jit, static_argnames=("keep",))
+def _expand_basis(Q: jax.Array, Z: jax.Array, keep: Optional[int] = None):
     """Block classical Gram--Schmidt, applied twice (BCGS2), in row form.
 
-    Returns ``(Qn, C, R)`` with ``Z = C Q + R Qn`` (``Q [p, d]`` orthonormal rows or ``None``,
-    ``Z [b, d]``, ``Qn [c, d]`` orthonormal rows orthogonal to ``Q``, ``c = min(b, capacity)``,
-    ``C [b, p]``, ``R [b, c]``). The second pass restores the orthogonality that one pass loses
-    to cancellation in float32. If the complement of ``Q`` is smaller than the block
-    (``capacity < b``) an SVD keeps its leading directions (the rest of ``Z`` is round-off).
-    The QR factorisations always see a ``[d, b]`` block, so they compile once per block shape.
+    ``Q [cap, d]`` holds orthonormal rows followed by zero rows (a growing basis in a
+    preallocated buffer), ``Z [b, d]``. Returns ``(Qn, C, R)`` with ``Z = C Q + R Qn``,
+    ``Qn [c, d]`` orthonormal rows orthogonal to ``Q``, ``C [b, cap]`` (zero on the padding),
+    ``R [b, c]``; ``c = b``, or ``c = keep < b`` when the complement of ``Q`` has only ``keep``
+    dimensions left (then an SVD keeps its leading directions; the rest of ``Z`` is round-off).
+    The second pass restores the orthogonality that one pass loses to cancellation in float32.
+    Shapes stay fixed while the basis grows inside its buffer, so this compiles once per buffer
+    size rather than once per iteration.
     """
-    b = Z.shape[0]
-    p = 0 if Q is None else Q.shape[0]
-    C1 = _mm(Z, Q.T) if p else jnp.zeros((b, 0), Z.dtype)
-    if capacity <= 0:
-        return None, C1, jnp.zeros((b, 0), Z.dtype)
-    W = Z - _mm(C1, Q) if p else Z
-    if capacity < b:
+    C1 = _mm(Z, Q.T)
+    W = Z - _mm(C1, Q)
+    if keep is not None:
         uu, ss, vt = jnp.linalg.svd(W.T, full_matrices=False)
-        Q1, R1 = uu[:, :capacity].T, (ss[:capacity, None] * vt[:capacity]).T  # W ~ R1 Q1
+        Q1, R1 = uu[:, :keep].T, (ss[:keep, None] * vt[:keep]).T  # W ~ R1 Q1
     else:
         q, r = jnp.linalg.qr(W.T)
         Q1, R1 = q.T, r.T  # W = R1 Q1
-    if not p:
-        return Q1, C1, R1
     C2 = _mm(Q1, Q.T)
     q2, r2 = jnp.linalg.qr((Q1 - _mm(C2, Q)).T)
     Qn, R2 = q2.T, r2.T  # Q1 = C2 Q + R2 Qn
@@ -199,6 +190,47 @@ def _expand_basis(Q: Optional[jax.Array], Z: jax.Array, capacity: int):
     return Qn, C1 + _mm(R1, C2), _mm(R1, R2)
 
 
+class _Basis:
+    """Orthonormal rows ``[p, d]`` stored in a zero-padded buffer that doubles when full."""
+
+    def __init__(self, d: int, cap: int, dtype):
+        self.d, self.p = d, 0
+        self.buf = jnp.zeros((max(1, min(cap, d)), d), dtype)  # grows by doubling
+
+    def expand(self, Z: jax.Array):
+        """``Z = C Q + R Qn``; appends ``Qn``. Returns ``(C [b, p_old], R [b, c], Qn [c, d])``
+        with ``C`` and ``R`` as float64 numpy (small) and ``Qn`` on device (``None`` if full)."""
+        b = Z.shape[0]
+        room = self.d - self.p
+        if room <= 0:
+            C = np.asarray(_mm(Z, self.buf.T), np.float64)[:, : self.p]
+            return C, np.zeros((b, 0)), None
+        keep = room if room < b else None
+        while self.buf.shape[0] < min(self.p + b, self.d):
+            grow = min(self.buf.shape[0], self.d - self.buf.shape[0])
+            self.buf = jnp.concatenate([self.buf, jnp.zeros((grow, self.d), self.buf.dtype)])
+        if self.p == 0:
+            Qn, R = _orth_rows_r(Z, keep)
+            C = np.zeros((b, 0))
+        else:
+            Qn, C, R = _expand_basis(self.buf, Z, keep)
+            C = np.asarray(C, np.float64)[:, : self.p]
+        self.buf = jax.lax.dynamic_update_slice(self.buf, Qn, (self.p, 0))
+        self.p += Qn.shape[0]
+        return C, np.asarray(R, np.float64), Qn
+
+
+@functools.partial(jax.jit, static_argnames=("keep",))
+def _orth_rows_r(Z: jax.Array, keep: Optional[int] = None):
+    """``Z = R Qn`` with orthonormal rows ``Qn`` (QR, or truncated SVD if ``keep`` is set)."""
+    if keep is not None:
+        uu, ss, vt = jnp.linalg.svd(Z.T, full_matrices=False)
+        return uu[:, :keep].T, (ss[:keep, None] * vt[:keep]).T
+    q, r = jnp.linalg.qr(Z.T)
+    return q.T, r.T
+
+
+@jax.jit
 def _fix_signs(u, v):
     """Deterministic signs: the largest-magnitude entry of each ``v_i`` is positive (u flips too)."""
     idx = jnp.argmax(jnp.abs(v), axis=1)
@@ -210,7 +242,8 @@ def _fix_signs(u, v):
 def _left_floor(s, dtype):
     # Left residuals are obtained by dividing ||J^T J v - s^2 v|| by s; for numerically zero s
     # (below sqrt(eps) * s_1) that division only amplifies round-off, so it is floored there.
-    return jnp.maximum(s, jnp.sqrt(jnp.finfo(dtype).eps) * s[0])
+    return jnp.maximum(jnp.maximum(s, jnp.sqrt(jnp.finfo(dtype).eps) * s[0]),
+                       jnp.finfo(dtype).tiny)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -236,28 +269,32 @@ def randomized_block_krylov(
     Rayleigh--Ritz). With ``Omega [b, n]`` Gaussian (or ``init``):
 
     1. ``Q_1 = orth(Omega)``.
-    2. Iteration ``j``: ``Y_j = J Q_j`` (b JVPs), ``Z_j = J^T Y_j`` (b VJPs); keep ``Y_j``.
+    2. Iteration ``j``: ``Y_j = J Q_j`` (b JVPs), ``Z_j = J^T Y_j`` (b VJPs).
        Expand the basis: ``Z_j = C_j Q_{<=j} + R_{j+1} Q_{j+1}`` with ``Q_{j+1}`` orthonormal to
        all previous blocks (block Gram--Schmidt applied twice, float32-safe). ``Q_{j+1}`` is the
-       next Krylov block ``(J^T J)^j Omega`` orthonormalised.
-    3. Rayleigh--Ritz on ``Q = Q_{<=j}`` (``p = j b`` columns): ``B = J Q = [Y_1; ...; Y_j]`` is
-       already available, ``B^T = U_B S W^T`` (thin SVD of an ``m x p`` matrix), then
-       ``v_i = Q^T w_i``, ``u_i = U_B[:, i] = J v_i / s_i`` (sign-consistent by construction).
-    4. Residual stop, free of products: ``J^T u_i - s_i v_i = (J^T J Q w_i)/s_i - s_i Q w_i``
-       and ``J^T J Q = [Z_1..Z_j] = H Q_{<=j} + R_{j+1} Q_{j+1}`` (block Arnoldi relation, ``H``
-       block-Hessenberg with ``H = B B^T`` up to round-off), so with ``w_i = W[:, i]`` an
-       eigenvector of ``B B^T`` only the last term survives:
+       next Krylov block ``(J^T J)^j Omega`` orthonormalised. ``Y_j`` is folded into an
+       incremental QR of ``B = J Q_{<=j}`` (``B = T P``, ``P`` orthonormal rows in output space,
+       ``T`` a small ``p x p`` host matrix) -- the same kind of expansion in output space.
+    3. Rayleigh--Ritz on ``Q = Q_{<=j}`` (``p = j b`` vectors): the float64 SVD of the small
+       ``T = W S X^T`` gives ``s``, ``v_i = Q^T w_i`` and ``u_i = P^T x_i = J v_i / s_i``
+       (sign-consistent by construction; never an SVD of an ``m x p`` matrix).
+    4. Residual stop, free of products: ``J^T u_i - s_i v_i = (J^T J Q^T w_i)/s_i - s_i Q^T w_i``
+       and ``J^T J Q^T = [Z_1..Z_j]^T`` lies in ``span(Q_{<=j+1})`` with the block-Arnoldi
+       coefficients of step 2 (block-Hessenberg, equal to ``B B^T`` on ``Q_{<=j}`` up to
+       round-off); ``w_i`` is an eigenvector of ``B B^T`` so only the last term survives:
        ``||J^T u_i - s_i v_i|| = ||w_i^{(j)} R_{j+1}|| / s_i`` where ``w_i^{(j)}`` are the entries
-       of ``w_i`` on the last block. Cost: ``O(b^2 k)`` flops, no products and no extra storage.
-       ``||J v_i - s_i u_i|| = ||B^T w_i - s_i u_i||`` is zero up to round-off (``O(m p k)``).
-       Stop when ``max_i max(residuals_i) <= tol * s_1`` (after ``min_iters``), when the Krylov
-       space fills the input space (then the result is exact), or when it becomes invariant
-       (``R_{j+1} ~ 0``).
+       of ``w_i`` on the last block (the classical Lanczos residual). Cost: ``O(b^2 k)`` flops,
+       no products and no extra storage. ``||J v_i - s_i u_i|| = ||T^T w_i - s_i x_i||`` is zero
+       up to round-off. Stop when ``max_i max(residuals_i) <= tol * s_1`` (after
+       ``min_iters``), when the Krylov space fills the input space (then the result is exact),
+       or when it becomes invariant (``R_{j+1} ~ 0``). Float32 limits the left residual of
+       a triplet to roughly ``eps * s_1^2 / s_i``.
 
-    Per iteration: ``b`` JVPs + ``b`` VJPs. Memory: the basis ``Q`` (``n x jb``) and
-    ``B`` (``m x jb``) grow with ``j``; ``max_iters`` bounds them. Compared with subspace
-    iteration at the same block size the per-iteration cost is the same but the Rayleigh--Ritz
-    space keeps all previous blocks, which for slowly decaying spectra saves most iterations.
+    Per iteration: ``b`` JVPs + ``b`` VJPs. Memory: ``Q`` (``n x jb``) and ``P`` (``m x jb``),
+    kept in zero-padded buffers that double when full (fixed shapes, few recompilations);
+    ``max_iters`` bounds them. Compared with subspace iteration at the same block size the cost
+    per iteration is the same, but the Rayleigh--Ritz space keeps all previous blocks, which
+    for slowly decaying spectra saves most iterations (Chebyshev-like acceleration).
 
     Args:
       op: the Jacobian operator (``m x n``).
@@ -301,9 +338,10 @@ def randomized_block_krylov(
     dt = op.dtype
 
     eps = float(jnp.finfo(dt).eps)
-    Qcur = _orth_rows(Omega)
-    Qs, Ps = [], []  # input-space basis blocks Q_j, output-space basis blocks of range(J Q)
-    T = np.zeros((0, 0))  # host, float64: B = J Q (rows J q) = T @ P
+    Qb = _Basis(n, 8 * b, dt)  # input-space Krylov basis Q (rows)
+    Pb = _Basis(m, 8 * b, dt)  # output-space basis P of range(J Q) (rows)
+    _, _, Qcur = Qb.expand(Omega)
+    T = np.zeros((0, 0))  # host, float64: B = J Q (rows J q_r) = T @ P
     history = []
     converged = False
     out = None
@@ -321,34 +359,25 @@ def randomized_block_krylov(
             break
         Y = op.matmat_flat(Qcur)  # [bc, m]
         Z = op.rmatmat_flat(Y)  # [bc, n] rows J^T J q
-        # Output side: keep B = T P with P orthonormal rows (an incremental QR of B^T), so that
-        # Rayleigh--Ritz only needs a small host SVD of T instead of an SVD of the m x p matrix.
-        P = jnp.concatenate(Ps, axis=0) if Ps else None
-        pp = 0 if P is None else P.shape[0]
-        Pn, D, E = _expand_basis(P, Y, m - pp)
-        if Pn is not None:
-            Ps.append(Pn)
-        c = E.shape[1]
-        T = np.block([[T, np.zeros((T.shape[0], c))],
-                      [np.asarray(D, np.float64), np.asarray(E, np.float64)]])
-        Qs.append(Qcur)
-        Q = jnp.concatenate(Qs, axis=0)  # [p, n]
-        p = Q.shape[0]
-        Qnext, _, R = _expand_basis(Q, Z, n - p)  # Z = C Q + R Q_next
-        R = np.asarray(R, np.float64)
+        # Output side: keep B = T P with orthonormal P (an incremental QR of B^T), so that
+        # Rayleigh--Ritz only needs a small float64 host SVD of T, not an SVD of an m x p matrix.
+        D, E, _ = Pb.expand(Y)
+        T = np.block([[T, np.zeros((T.shape[0], E.shape[1]))], [D, E]])
+        p = Qb.p
+        _, R, Qnext = Qb.expand(Z)  # Z = C Q + R Q_next
         z_norm = float(jnp.linalg.norm(Z))
         invariant = Qnext is None or np.linalg.norm(R) <= 100 * eps * z_norm
 
         if p >= k:
             wl, sv, xt = np.linalg.svd(T, full_matrices=False)  # T = wl diag(sv) xt
             s = sv[:k]
-            w, x = wl[:, :k].T, xt[:k]  # [k, p], [k, pp']
+            w, x = wl[:, :k].T, xt[:k]  # [k, p], [k, p_out]
             res_r = np.linalg.norm(w @ T - s[:, None] * x, axis=1)
-            floor = np.maximum(s, np.sqrt(eps) * s[0])
+            floor = np.maximum(np.maximum(s, np.sqrt(eps) * s[0]), np.finfo(np.float64).tiny)
             res_l = np.zeros(k) if invariant else np.linalg.norm(w[:, p - bc:] @ R, axis=1) / floor
             res = np.stack([res_r, res_l], axis=1)
-            rel = float(res.max() / s[0])
-            out = (w, x, s, res, Q, jnp.concatenate(Ps, axis=0))
+            rel = float(res.max() / s[0]) if s[0] > 0 else 0.0  # s_1 = 0: J Q = 0, invariant
+            out = (w, x, s, res, p, Pb.p)
             history.append(
                 dict(iteration=it, n_jvp=op.n_jvp - j0, n_vjp=op.n_vjp - v0,
                      s=s.astype(np.float32), max_rel_residual=rel)
@@ -364,9 +393,12 @@ def randomized_block_krylov(
 
     if out is None:  # pragma: no cover - guarded by the max_iters check above
         raise RuntimeError("block Krylov ended before its basis reached k vectors")
-    w, x, s, res, Q, P = out
-    v = _mm(jnp.asarray(w, dt), Q)  # v_i = Q^T w_i
-    u = _mm(jnp.asarray(x, dt), P)  # u_i = (B^T w_i) / s_i = P^T x_i
+    w, x, s, res, p, pp = out
+    # Zero-pad the coefficients to the buffer sizes (fixed shapes, no recompilation).
+    wpad = np.zeros((k, Qb.buf.shape[0])); wpad[:, :p] = w
+    xpad = np.zeros((k, Pb.buf.shape[0])); xpad[:, :pp] = x
+    v = _mm(jnp.asarray(wpad, dt), Qb.buf)  # v_i = Q^T w_i
+    u = _mm(jnp.asarray(xpad, dt), Pb.buf)  # u_i = (B^T w_i) / s_i = P^T x_i
     u, v = _fix_signs(u, v)
     return SVDResult(
         u=op.unflatten_out(u), s=jnp.asarray(s, dt), v=op.unflatten_in(v),
@@ -427,7 +459,7 @@ def subspace_iteration(
     _check_budget(max_products, b)
     j0, v0 = op.n_jvp, op.n_vjp
     dt = op.dtype
-    V = _orth_rows(Omega)
+    V = _orth_rows_r(Omega)[0]
     history = []
     converged = False
     out = None
@@ -447,7 +479,7 @@ def subspace_iteration(
         res_r = jnp.linalg.norm(_mm(wt[:k], Y) - s[:, None] * u, axis=1)
         res_l = jnp.linalg.norm(WZ[:k] - (s**2)[:, None] * vr[:k], axis=1) / _left_floor(s, dt)
         res = jnp.stack([res_r, res_l], axis=1)
-        rel = float(jnp.max(res) / s[0])
+        rel = float(jnp.max(res) / s[0]) if float(s[0]) > 0 else 0.0  # J V = 0: J = 0 here
         out = (u, s, vr[:k], res)
         history.append(
             dict(iteration=it, n_jvp=op.n_jvp - j0, n_vjp=op.n_vjp - v0,
@@ -458,7 +490,7 @@ def subspace_iteration(
         if rel <= tol and it >= min_iters:
             converged = True
             break
-        V = _orth_rows(WZ)
+        V = _orth_rows_r(WZ)[0]
     if out is None:  # pragma: no cover
         raise RuntimeError("subspace iteration ran no iteration")
     u, s, v, res = out
