@@ -9,6 +9,8 @@ TASKS = {
     "invert_reconstruct": "jaxhspace.tasks.invert_reconstruct",
     "ddpm_train": "jaxhspace.tasks.ddpm_train",
     "pullback": "jaxhspace.tasks.pullback",
+    "haas": "jaxhspace.tasks.haas",
+    "pca": "jaxhspace.tasks.pca",
     "asyrp_train": "jaxhspace.tasks.asyrp_train",
     "asyrp_edit": "jaxhspace.tasks.asyrp_edit",
     "clip_train": "jaxhspace.tasks.clip_train",

@@ -1,0 +1,30 @@
+"""Haas et al. Jacobian directions (J = ∂ε/∂h) on test faces, applied as Δh = scale·σ_k·v_k.
+
+    python -m jaxhspace.main --config configs/haas.py --workdir runs/haas
+
+Official: k = 3 directions per image and timestep, 10 DDIM steps, symmetric edits, scales 50-100 (for
+unit v at 512x8x8, i.e. scale·σ); here the unit vector lives in the tiny model's 8x8x128 h-space.
+"""
+import ml_collections
+
+
+def get_config():
+    c = ml_collections.ConfigDict()
+    c.task = "haas"
+    c.model_path = ""
+    c.seed = 0
+    c.data_seed = 12345
+    c.num_images = 4
+    c.image_paths = ()
+    c.n_steps = 20
+    c.jacobian_t = 600         # where J = dε/dh is taken (Haas: one of the 10 grid steps)
+    c.t_edit = 0               # apply at every step (Haas 'window=999'); set e.g. 500 for Asyrp-style
+    c.t_boost = 0
+    c.symmetric = True         # Haas default; False = Asyrp's asymmetric step
+    c.k = 3
+    c.svd_tol = 1e-3
+    c.svd_max_iters = 30
+    c.n_dirs = 3
+    c.scales = (-1.0, 1.0)
+    c.upscale = 3
+    return c
