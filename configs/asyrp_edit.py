@@ -1,0 +1,34 @@
+"""Edit images with trained Asyrp editors and/or fixed Δh directions; write grids (rows: images, columns: scales).
+
+    python -m jaxhspace.main --config configs/asyrp_edit.py --workdir runs/asyrp_edit \
+        --config.editor_paths="('runs/asyrp_smiling/editor',)"
+
+Per editor: edit_<i>.png (columns: input, reconstruction (scale 0), then each scale) and, with global_dh_images > 0,
+global_<i>.png with the global Δh (mean of the editor's Δh over samples and t >= t_edit, applied linearly). With two
+or more editors: combination.png (columns: input, reconstruction, each attribute alone, all combined with
+Σ c_i/√N·s·Δh_i). Δh files (.npz from jaxhspace.editing.asyrp_edit.save_delta_h, e.g. Haas/PCA directions) get
+delta_<j>.png. Metrics (mean |edit - reconstruction| per column, timings) go to metrics.json.
+"""
+import ml_collections
+
+
+def get_config():
+    c = ml_collections.ConfigDict()
+    c.task = "asyrp_edit"
+    c.model_path = ""               # "" = assets/ddpm_synthfaces
+    c.editor_paths = ()             # editor folders (save_editor / checkpoints_convert.asyrp_editor) or official .pth
+    c.delta_h_paths = ()            # .npz Δh files: [h,w,C] (every t) or [S,h,w,C] + timesteps
+    c.scales = (-1.0, 0.5, 1.0, 1.5)
+    c.combine_coeffs = ()           # c_i for the combination (default all 1)
+    c.n_inv = 40
+    c.n_test = 40
+    c.t_edit = -1                   # -1: from the (first) editor's meta, else 500
+    c.t_boost = -1                  # -1: from the editor's meta, else 200; 0 disables quality boosting
+    c.n_train_step = -1             # -1: from the editor's meta (official scaling n_train/n_test·s); 0: no scaling
+    c.global_dh_images = 4          # >0: also edit with the global Δh computed over this many images
+    c.num_images = 4
+    c.data_seed = 12345             # SynthFaces test faces
+    c.image_paths = ()
+    c.seed = 0                      # boosting noise
+    c.upscale = 4
+    return c

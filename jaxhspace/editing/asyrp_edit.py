@@ -1,0 +1,549 @@
+"""Asyrp editing (Kwon et al., ICLR 2023): invert real images, then run the asymmetric reverse process with an
+h-space edit, vmap-ed over images, edit sources (editors / Δh directions) and scales in one jitted program.
+
+Pieces
+------
+* **Δh sources** (pytrees, so they can be stacked and vmap-ed): :class:`EditorDelta` (a trained DeltaBlock f_t,
+  Δh = f(h, temb)), :class:`ConstantDelta` (one Δh for every t, e.g. the global Δh), :class:`TableDelta`
+  (Δh_t per timestep, e.g. Δh_t^mean or Haas' std_t·u_t), :class:`CombinedDelta` (Σ_i c_i/√N·Δh_i).
+  Each is called as ``delta(h [B,h,w,C], temb [B,D], t [B]) -> Δh [B,h,w,C]``.
+* :func:`eps_pair_fn`: ``(x, t, edit) -> (ε, ε̃)`` with ONE encoder pass and two decoder passes:
+  ε = dec(h, skips), ε̃ = dec(h + s·Δh, skips) with the *unedited* skips (official DM:544-559).
+* :func:`asyrp_edit`: DDIM inversion on the Asyrp grid (n_inv) and the asymmetric reverse process
+  (n_test, t_edit / t_boost gating via :func:`jaxhspace.diffusion.asyrp.asyrp_reverse`).
+* Δh algebra: :func:`collect_delta_h`, :func:`delta_h_mean_over_samples`, :func:`delta_h_global`,
+  :func:`combine_delta_h`, :func:`interpolation_scales`, :func:`save_delta_h` / :func:`load_delta_h`.
+
+Scaling (reference §5): the coefficient applied to a *trained editor's* Δh at test time is
+``scaling_factor = n_train_step / n_test_step · scale`` (DL:626; pass ``n_train_step``); negative scales
+are allowed (interpolation / extrapolation, README:220). Multi-attribute: h + Σ_i (c_i/√N)·s·Δh_i (DL:630-655).
+
+Differences from the official code
+----------------------------------
+* **External Δh is linear**: h + s·Δh for a supplied Δh array/table (the paper's formula). The released
+  ``forward`` routes an externally supplied Δh through the DiffStyle slerp branch
+  h2 = slerp(1 − hs_coeff[0], h, ‖h‖·Δh/‖Δh‖) (DM:518-539), which at hs_coeff_origin_h = 1 is the identity, i.e.
+  the released global-Δh path does not edit at all; only ``forward_layer_check`` (DM:633) is linear. We follow
+  the paper.
+* ``hs_coeff_origin_h`` (the coefficient on h) is fixed to 1 (the official default).
+* Noise of the η = 1 "boosting" steps is ``fold_in(fold_in(key, image_id), step)``, independent of the batch
+  composition and shared across edits/scales (columns of a grid differ only by the edit); the official code uses
+  ``torch.randn_like`` per step.
+* Images are processed by ``vmap`` over single images (batch 1 per UNet call), equivalent to batching because the
+  UNet is per-sample.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from functools import partial
+from typing import Any, Callable, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+from jax import lax
+
+from jaxhspace.diffusion.asyrp import asyrp_reverse, asyrp_step
+from jaxhspace.diffusion.ddim import ddim_invert
+from jaxhspace.diffusion.schedule import Schedule, alpha_bar, asyrp_timesteps, sampling_pairs
+from jaxhspace.models.editor import DeltaBlock
+from jaxhspace.models.functional import eps_fn as _eps_fn
+
+Array = jax.Array
+
+
+# ----------------------------------------------------------------------------------------------
+# Δh sources
+# ----------------------------------------------------------------------------------------------
+@struct.dataclass
+class EditorDelta:
+    """Δh = f(h, temb) from a trained :class:`~jaxhspace.models.editor.DeltaBlock` (raw, unscaled).
+
+    Attributes:
+      params: the editor's params (a pytree leaf set; stack several editors' params for vmap).
+      module: the DeltaBlock (static).
+    """
+
+    params: Any
+    module: DeltaBlock = struct.field(pytree_node=False)
+
+    def __call__(self, h: Array, temb: Array, t: Array) -> Array:
+        return self.module.apply({"params": self.params}, h, temb)
+
+
+@struct.dataclass
+class ConstantDelta:
+    """The same Δh at every t (the global Δh, a Haas/PCA direction, a supervised mean difference).
+
+    Attributes:
+      delta_h: ``[h, w, C]`` (shared by all images) or ``[B, h, w, C]`` (per image; not with vmap over images).
+    """
+
+    delta_h: Array
+
+    def __call__(self, h: Array, temb: Array, t: Array) -> Array:
+        return jnp.broadcast_to(self.delta_h.astype(h.dtype), h.shape)
+
+
+@struct.dataclass
+class TableDelta:
+    """Δh_t looked up by timestep (e.g. Δh_t^mean from :func:`delta_h_mean_over_samples`).
+
+    Attributes:
+      table: ``[S, h, w, C]``; row i is used when t == timesteps[i]; Δh = 0 at a t not in the table
+        (:func:`asyrp_edit` checks that every edited grid point is covered).
+      timesteps: ``S`` ints (static).
+    """
+
+    table: Array
+    timesteps: tuple = struct.field(pytree_node=False)
+
+    def __call__(self, h: Array, temb: Array, t: Array) -> Array:
+        ts = jnp.asarray(self.timesteps, jnp.int32)
+        match = jnp.asarray(t, jnp.int32).reshape(-1)[:, None] == ts[None, :]  # [B, S]
+        rows = self.table[jnp.argmax(match, axis=1)].astype(h.dtype)  # [B, h, w, C]
+        found = jnp.any(match, axis=1)[:, None, None, None]
+        return jnp.broadcast_to(jnp.where(found, rows, jnp.zeros_like(rows)), h.shape)
+
+
+@struct.dataclass
+class CombinedDelta:
+    """Multi-attribute Δh = Σ_i (c_i/√N)·Δh_i (official weighting, DL:630-655; DM:513-516).
+
+    Attributes:
+      parts: tuple of N Δh sources.
+      coeffs: ``[N]`` the c_i (``--multiple_hs_coeff``, default 1).
+    """
+
+    parts: tuple
+    coeffs: Array
+
+    def __call__(self, h: Array, temb: Array, t: Array) -> Array:
+        n = len(self.parts)
+        out = jnp.zeros_like(h)
+        for i, part in enumerate(self.parts):
+            out = out + (self.coeffs[i] / math.sqrt(n)).astype(h.dtype) * part(h, temb, t)
+        return out
+
+
+DeltaSource = Any  # one of the classes above, or any pytree callable (h, temb, t) -> Δh
+
+
+def stack_deltas(deltas: Sequence[DeltaSource]) -> DeltaSource:
+    """Stack D Δh sources of identical structure (same class, same static fields, same shapes) along a new
+    leading axis, for ``asyrp_edit(..., stacked=True)`` (vmap over the D edits)."""
+    deltas = list(deltas)
+    if not deltas:
+        raise ValueError("stack_deltas: nothing to stack")
+    defs = {jax.tree_util.tree_structure(d) for d in deltas}
+    if len(defs) != 1:
+        raise ValueError("stack_deltas: all Δh sources must have the same type and static fields "
+                         "(e.g. the same DeltaBlock config, the same table timesteps)")
+    shapes = {tuple(np.shape(leaf) for leaf in jax.tree_util.tree_leaves(d)) for d in deltas}
+    if len(shapes) != 1:
+        raise ValueError(f"stack_deltas: leaf shapes differ between sources: {sorted(shapes)}")
+    return jax.tree_util.tree_map(lambda *a: jnp.stack([jnp.asarray(x) for x in a]), *deltas)
+
+
+def check_delta_h(delta_h, hspace_shape: tuple[int, int, int], name: str = "delta_h",
+                  timesteps: Optional[Sequence[int]] = None) -> np.ndarray:
+    """Validate a Δh array: ``[h, w, C]`` or ``[B, h, w, C]`` (or ``[S, h, w, C]`` with ``timesteps`` of length S),
+    finite. Returns it as a float32 NumPy array.
+
+    Raises:
+      ValueError naming the expected shape, or saying it contains NaN/inf.
+    """
+    a = np.asarray(delta_h, dtype=np.float32)
+    hs = tuple(int(s) for s in hspace_shape)
+    if timesteps is not None:
+        s = len(timesteps)
+        if a.shape != (s,) + hs:
+            raise ValueError(f"{name} must be a per-timestep table [S={s}, {hs[0]}, {hs[1]}, {hs[2]}] (h-space "
+                             f"{hs}), got shape {a.shape}")
+    elif a.ndim not in (3, 4) or a.shape[-3:] != hs:
+        raise ValueError(f"{name} must be [h, w, C] = {list(hs)} or [B, {hs[0]}, {hs[1]}, {hs[2]}] (the UNet's h-space "
+                         f"for this image size, NHWC), got shape {a.shape}")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{name} contains NaN or inf ({int(np.sum(~np.isfinite(a)))} entries)")
+    return a
+
+
+def _check_source(delta, hs: tuple[int, int, int], stacked: bool, temb_dim: int):
+    """Static validation of a Δh source against the h-space shape (leading D axis dropped if ``stacked``)."""
+    lead = 1 if stacked else 0
+    if isinstance(delta, ConstantDelta):
+        a = np.asarray(delta.delta_h)
+        if stacked:
+            if a.ndim < 4:
+                raise ValueError(f"stacked delta_h must be [D, h, w, C], got {a.shape}")
+            [check_delta_h(a[i], hs, f"delta_h[{i}]") for i in range(a.shape[0])]
+        else:
+            check_delta_h(a, hs)
+        if a.ndim - lead == 4:
+            raise ValueError("asyrp_edit vmaps over single images: pass one Δh [h, w, C] per edit (not per image)")
+    elif isinstance(delta, TableDelta):
+        a = np.asarray(delta.table)
+        for i in range(a.shape[0] if stacked else 1):
+            check_delta_h(a[i] if stacked else a, hs, "Δh table", timesteps=delta.timesteps)
+    elif isinstance(delta, EditorDelta):
+        c = delta.module.config
+        if (c.channels, c.temb_dim) != (hs[2], temb_dim):
+            raise ValueError(f"editor (C={c.channels}, temb_dim={c.temb_dim}) does not fit the UNet (h-space C={hs[2]}, "
+                             f"temb_dim={temb_dim})")
+        bad = [i for i, leaf in enumerate(jax.tree_util.tree_leaves(delta.params)) if not np.all(np.isfinite(leaf))]
+        if bad:
+            raise ValueError("editor params contain NaN or inf")
+    elif isinstance(delta, CombinedDelta):
+        if len(delta.parts) == 0:
+            raise ValueError("CombinedDelta needs at least one part")
+        if np.shape(delta.coeffs)[lead:] != (len(delta.parts),):
+            raise ValueError(f"CombinedDelta.coeffs must have shape [{len(delta.parts)}], got {np.shape(delta.coeffs)}")
+        for p in delta.parts:
+            _check_source(p, hs, stacked, temb_dim)
+
+
+def _table_timesteps(delta) -> list[tuple]:
+    if isinstance(delta, TableDelta):
+        return [delta.timesteps]
+    if isinstance(delta, CombinedDelta):
+        return [ts for p in delta.parts for ts in _table_timesteps(p)]
+    return []
+
+
+# ----------------------------------------------------------------------------------------------
+# ε pairs
+# ----------------------------------------------------------------------------------------------
+def eps_pair_fn(unet, params, delta: DeltaSource, scale=1.0) -> Callable:
+    """``(x [B,H,W,C], t [B] int, edit [B] bool) -> (ε, ε̃)`` for :func:`~jaxhspace.diffusion.asyrp.asyrp_reverse`.
+
+    One ``encode`` (h, skips, temb), then ε = decode(h) and ε̃ = decode(h + scale·Δh) with the same skips and temb,
+    Δh = ``delta(h, temb, t)``. Where ``edit`` is False, h is left unchanged (ε̃ = ε, the official ``t >= t_edit``
+    gate); if no example edits, the second decoder pass is skipped (``lax.cond``).
+
+    Args:
+      unet, params: :class:`~jaxhspace.models.unet.UNet2DModel` and its params.
+      delta: a Δh source (see the module docstring) or any callable ``(h, temb, t) -> Δh [B,h,w,C]``.
+      scale: the coefficient on Δh (scalar; for a trained editor use :func:`scaling_factor`).
+    """
+
+    def f(x, t, edit):
+        h, skips, temb = unet.apply({"params": params}, x, t, method=unet.encode)
+        eps = unet.apply({"params": params}, h, skips, temb, method=unet.decode)
+        b = x.shape[0]
+        edit_b = jnp.broadcast_to(jnp.asarray(edit, jnp.bool_).reshape(-1), (b,))
+        tb = jnp.broadcast_to(jnp.asarray(t).reshape(-1), (b,))
+
+        def edited(_):
+            dh = delta(h, temb, tb)
+            step = jnp.asarray(scale, h.dtype) * dh
+            h2 = h + jnp.where(edit_b[:, None, None, None], step, jnp.zeros_like(step))
+            return unet.apply({"params": params}, h2, skips, temb, method=unet.decode)
+
+        eps_edit = lax.cond(jnp.any(edit_b), edited, lambda _: eps, None)
+        return eps, eps_edit
+
+    return f
+
+
+def editor_eps_pair_fn(unet, params, editor: DeltaBlock, editor_params, scale=1.0) -> Callable:
+    """:func:`eps_pair_fn` with Δh = f(h, temb) from a DeltaBlock: ε̃ = dec(h + scale·f(h, temb), skips)."""
+    return eps_pair_fn(unet, params, EditorDelta(editor_params, editor), scale)
+
+
+def delta_h_eps_pair_fn(unet, params, delta_h, scale=1.0, timesteps: Optional[Sequence[int]] = None) -> Callable:
+    """:func:`eps_pair_fn` with a fixed Δh: ``[h,w,C]``/``[B,h,w,C]`` at every t, or a per-timestep table
+    ``[S,h,w,C]`` when ``timesteps`` (S ints) is given. Linear h + scale·Δh (the paper), see the module docstring
+    for the official slerp no-op this deliberately does not reproduce."""
+    if timesteps is not None:
+        src = TableDelta(jnp.asarray(delta_h), tuple(int(t) for t in timesteps))
+    else:
+        src = ConstantDelta(jnp.asarray(delta_h))
+    return eps_pair_fn(unet, params, src, scale)
+
+
+def scaling_factor(scale, n_test_step: int, n_train_step: Optional[int] = None):
+    """Official test-time coefficient on a trained editor's Δh: ``n_train_step / n_test_step · scale`` (DL:626).
+
+    ``n_train_step=None`` (externally supplied directions, no training grid) returns ``scale`` unchanged.
+    Works elementwise on arrays of scales.
+    """
+    if n_train_step is None:
+        return scale
+    if n_test_step < 1 or n_train_step < 1:
+        raise ValueError(f"n_train_step ({n_train_step}) and n_test_step ({n_test_step}) must be >= 1")
+    return (float(n_train_step) / float(n_test_step)) * np.asarray(scale, np.float32)
+
+
+# ----------------------------------------------------------------------------------------------
+# Inversion and the edit
+# ----------------------------------------------------------------------------------------------
+@partial(jax.jit, static_argnames=("unet", "ts"))
+def _invert_jit(params, schedule, x0, *, unet, ts):
+    return ddim_invert(_eps_fn(unet, params), x0, np.asarray(ts), schedule)
+
+
+def invert(unet, params, schedule: Schedule, x0, n_inv: int = 40) -> Array:
+    """DDIM inversion (η = 0) of images ``x0 [B,H,W,C]`` in [-1, 1] along the Asyrp grid ``asyrp_timesteps(n_inv)``,
+    from t = 0 (ᾱ_0 = 0.9999) to t = 999; returns x_lat ``[B,H,W,C]`` (official DL:1034-1044). Jitted with the
+    params traced (one compile per shape and n_inv)."""
+    x0 = _check_images(unet, x0, "x0")
+    ts = tuple(int(t) for t in asyrp_timesteps(n_inv, schedule.num_train_timesteps - 1))
+    return _invert_jit(params, schedule, x0, unet=unet, ts=ts)
+
+
+def _check_images(unet, x, name):
+    x = jnp.asarray(x, jnp.float32)
+    c = unet.config
+    if x.ndim != 4 or x.shape[-1] != c.in_channels:
+        raise ValueError(f"{name} must be [B, H, W, {c.in_channels}] (NHWC), got shape {x.shape}")
+    if not isinstance(x, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(x))):
+        raise ValueError(f"{name} contains NaN or inf")
+    return x
+
+
+@partial(jax.jit, static_argnames=("unet", "ts", "t_edit", "t_boost", "eta", "boost_eta", "stacked", "symmetric"))
+def _edit_jit(params, schedule, delta, coeffs, x_lat, keys, *, unet, ts, t_edit, t_boost, eta, boost_eta, stacked,
+              symmetric):
+    grid = np.asarray(ts, np.int64)
+
+    def one(delta_i, c, x_i, key_i):  # x_i [H, W, C]
+        pair = eps_pair_fn(unet, params, delta_i, c)
+        out = asyrp_reverse(pair, x_i[None], grid, schedule, t_edit, t_boost, key=key_i, eta=eta,
+                            boost_eta=boost_eta, symmetric=symmetric)
+        return out[0]
+
+    f = jax.vmap(one, in_axes=(None, None, 0, 0))  # images
+    f = jax.vmap(f, in_axes=(None, 0, None, None))  # scales
+    if stacked:
+        f = jax.vmap(f, in_axes=(0, None, None, None))  # edit sources
+    return f(delta, coeffs, x_lat, keys)
+
+
+def asyrp_edit(
+    unet,
+    params,
+    schedule: Schedule,
+    x0: Optional[Array] = None,
+    delta: Optional[DeltaSource] = None,
+    scales: Sequence[float] | Array = (1.0,),
+    *,
+    x_lat: Optional[Array] = None,
+    n_inv: int = 40,
+    n_test: int = 40,
+    t_edit: int = 500,
+    t_boost: int = 200,
+    n_train_step: Optional[int] = None,
+    stacked: bool = False,
+    eta: float = 0.0,
+    boost_eta: float = 1.0,
+    symmetric: bool = False,
+    key: Optional[Array] = None,
+    image_ids: Optional[Sequence[int]] = None,
+    return_latent: bool = False,
+):
+    """Edit real images: DDIM inversion x0 → x_T (``n_inv``), then the asymmetric reverse process (``n_test``).
+
+    The reverse walks ``asyrp_timesteps(n_test)[::-1]``; where t ≥ ``t_edit``, P_t uses ε̃ = ε(h + c·Δh) and the
+    direction term the unedited ε (η = ``eta``); where t < ``t_boost``, η = ``boost_eta`` (quality boosting).
+    Everything after the inversion is one jitted program: ``vmap`` over images × scales (× edit sources).
+
+    Args:
+      unet, params, schedule: the UNet2DModel, its params, the noise schedule.
+      x0: ``[B, H, W, C]`` images in [-1, 1] (inverted here), or None if ``x_lat`` is given.
+      delta: a Δh source (:class:`EditorDelta`, :class:`ConstantDelta`, :class:`TableDelta`,
+        :class:`CombinedDelta`); with ``stacked=True`` every leaf has a leading axis D (:func:`stack_deltas`).
+        None = no edit (reconstruction).
+      scales: ``[K]`` user scales s (negative allowed). The coefficient on Δh is
+        :func:`scaling_factor` ``(s, n_test, n_train_step)``: n_train_step/n_test·s for a trained editor.
+      x_lat: ``[B, H, W, C]`` precomputed latents (skips the inversion).
+      n_inv, n_test: inversion / generation grid sizes (official 40 / 40).
+      t_edit, t_boost: edit where t ≥ t_edit; η = boost_eta where t < t_boost (official README: 500 / 200;
+        t_boost = 0 disables boosting).
+      n_train_step: grid size the editor was trained with (None: no step-count scaling, e.g. for Δh directions).
+      stacked: vmap over the leading axis of ``delta``.
+      eta, boost_eta, symmetric: see :func:`~jaxhspace.diffusion.asyrp.asyrp_reverse`.
+      key: PRNG key of the boosting noise (default PRNGKey(0)); image b uses ``fold_in(key, image_ids[b])``.
+      image_ids: ``[B]`` ints (default ``arange(B)``), so a subset edited alone gets the same noise.
+      return_latent: also return x_lat.
+
+    Returns:
+      edits ``[K, B, H, W, C]`` (``[D, K, B, H, W, C]`` if stacked), and x_lat if ``return_latent``.
+
+    Raises:
+      ValueError: wrong image / Δh shapes, NaN in Δh, a table missing an edited timestep, bad grids.
+    """
+    if x_lat is None:
+        if x0 is None:
+            raise ValueError("pass x0 (images to invert) or x_lat (precomputed latents)")
+        x_lat = invert(unet, params, schedule, x0, n_inv)
+    x_lat = _check_images(unet, x_lat, "x_lat")
+    b, hh, ww, _ = x_lat.shape
+    hs = unet.hspace_shape(hh, ww)
+    grid = asyrp_timesteps(n_test, schedule.num_train_timesteps - 1)[::-1]
+    if delta is None:
+        delta, stacked = ConstantDelta(jnp.zeros(hs, jnp.float32)), False
+    _check_source(delta, hs, stacked, unet.config.time_embed_dim)
+    edited_ts = [int(t) for t in grid if t >= t_edit]
+    for tts in _table_timesteps(delta):
+        missing = sorted(set(edited_ts) - set(int(t) for t in tts))
+        if missing:
+            raise ValueError(f"Δh table has no rows for edited timesteps {missing[:8]}{' ...' if len(missing) > 8 else ''}"
+                             f" (t_edit={t_edit}, n_test={n_test}); build it on the same grid")
+    scales = np.asarray(scales, np.float32).reshape(-1)
+    if scales.size == 0 or not np.all(np.isfinite(scales)):
+        raise ValueError(f"scales must be a non-empty list of finite numbers, got {scales}")
+    coeffs = jnp.asarray(scaling_factor(scales, n_test, n_train_step), jnp.float32).reshape(-1)
+    key = jax.random.PRNGKey(0) if key is None else key
+    ids = np.arange(b) if image_ids is None else np.asarray(image_ids, np.int64).reshape(-1)
+    if ids.shape != (b,):
+        raise ValueError(f"image_ids must have {b} entries, got {ids.shape}")
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.asarray(ids, jnp.uint32))
+    out = _edit_jit(params, schedule, delta, coeffs, x_lat, keys, unet=unet, ts=tuple(int(t) for t in grid),
+                    t_edit=int(t_edit), t_boost=int(t_boost), eta=float(eta), boost_eta=float(boost_eta),
+                    stacked=bool(stacked), symmetric=bool(symmetric))
+    return (out, x_lat) if return_latent else out
+
+
+# ----------------------------------------------------------------------------------------------
+# Δh algebra
+# ----------------------------------------------------------------------------------------------
+@partial(jax.jit, static_argnames=("unet", "ts", "tps"))
+def _collect_jit(params, schedule, delta, coeff, x_lat, *, unet, ts, tps):
+    def body(x, inp):
+        t, a_t, a_prev = inp
+        tb = jnp.full((x.shape[0],), t, jnp.int32)
+        h, skips, temb = unet.apply({"params": params}, x, tb, method=unet.encode)
+        dh = delta(h, temb, tb)
+        eps = unet.apply({"params": params}, h, skips, temb, method=unet.decode)
+        eps_e = unet.apply({"params": params}, h + coeff * dh, skips, temb, method=unet.decode)
+        return asyrp_step(x, eps, eps_e, a_t, a_prev), dh
+
+    per = (jnp.asarray(ts, jnp.int32), alpha_bar(schedule, np.asarray(ts)), alpha_bar(schedule, np.asarray(tps)))
+    _, dhs = lax.scan(body, x_lat, per)
+    return jnp.swapaxes(dhs, 0, 1)  # [B, S, h, w, C]
+
+
+def collect_delta_h(unet, params, schedule: Schedule, delta: DeltaSource, x_lat: Array, n_test: int = 40,
+                    t_edit: int = 500, scale: float = 1.0, n_train_step: Optional[int] = None):
+    """Raw Δh along the edited trajectories (official ``--num_mean_of_delta_hs``, DL:612-623, 811-835).
+
+    Runs the asymmetric reverse (η = 0) from ``x_lat [N,H,W,C]`` over the grid points t ≥ t_edit with coefficient
+    ``scaling_factor(scale, n_test, n_train_step)`` and records the *unscaled* Δh = delta(h, temb, t) at each t.
+
+    Returns:
+      ``(delta_hs [N, S, h, w, C], timesteps [S])`` with timesteps descending (the edited grid points).
+    """
+    x_lat = _check_images(unet, x_lat, "x_lat")
+    grid = asyrp_timesteps(n_test, schedule.num_train_timesteps - 1)[::-1]
+    ts, tps = sampling_pairs(grid)
+    sel = ts >= t_edit
+    if not np.any(sel):
+        raise ValueError(f"no grid point of n_test={n_test} is >= t_edit={t_edit}")
+    coeff = jnp.asarray(scaling_factor(float(scale), n_test, n_train_step), jnp.float32)
+    dhs = _collect_jit(params, schedule, delta, coeff, x_lat, unet=unet, ts=tuple(int(t) for t in ts[sel]),
+                       tps=tuple(int(t) for t in tps[sel]))
+    return dhs, ts[sel].copy()
+
+
+def delta_h_mean_over_samples(delta_hs) -> Array:
+    """Δh_t^mean: ``[N, S, h, w, C] -> [S, h, w, C]`` (mean over the N samples, per timestep)."""
+    a = jnp.asarray(delta_hs)
+    if a.ndim != 5:
+        raise ValueError(f"delta_hs must be [N, S, h, w, C] (samples, timesteps, h-space), got shape {a.shape}")
+    return jnp.mean(a, axis=0)
+
+
+def delta_h_global(delta_hs, timesteps: Optional[Sequence[int]] = None, t_edit: Optional[int] = None) -> Array:
+    """Global Δh: the mean over samples and over the timesteps t ≥ t_edit.
+
+    Args:
+      delta_hs: ``[N, S, h, w, C]`` (per sample) or ``[S, h, w, C]`` (already Δh_t^mean).
+      timesteps: ``[S]`` timesteps of the rows (needed with ``t_edit``).
+      t_edit: keep only rows with t ≥ t_edit (None: all rows, as in the official code, which only accumulates
+        t ≥ t_edit in the first place).
+
+    Returns:
+      ``[h, w, C]``.
+    """
+    a = jnp.asarray(delta_hs)
+    if a.ndim == 5:
+        a = jnp.mean(a, axis=0)
+    if a.ndim != 4:
+        raise ValueError(f"delta_hs must be [N, S, h, w, C] or [S, h, w, C], got shape {a.shape}")
+    if t_edit is not None:
+        if timesteps is None or len(timesteps) != a.shape[0]:
+            raise ValueError(f"t_edit needs timesteps with one entry per row ({a.shape[0]})")
+        keep = np.asarray(timesteps) >= t_edit
+        if not np.any(keep):
+            raise ValueError(f"no timestep >= t_edit={t_edit} in {list(timesteps)}")
+        a = a[np.nonzero(keep)[0]]
+    return jnp.mean(a, axis=0)
+
+
+def combine_delta_h(delta_hs, coeffs: Optional[Sequence[float]] = None, scale: float = 1.0) -> Array:
+    """Multi-attribute combination Σ_i (c_i/√N)·s·Δh_i (official weighting): ``[N, ...] -> [...]``.
+
+    ``coeffs`` defaults to all ones (``--multiple_hs_coeff`` default). Linear in each Δh_i and in ``scale``.
+    """
+    a = jnp.asarray(delta_hs)
+    n = a.shape[0]
+    c = jnp.ones((n,), a.dtype) if coeffs is None else jnp.asarray(coeffs, a.dtype).reshape(-1)
+    if c.shape != (n,):
+        raise ValueError(f"coeffs must have {n} entries, got {c.shape}")
+    return jnp.tensordot(c * (scale / math.sqrt(n)), a, axes=(0, 0), precision=lax.Precision.HIGHEST)
+
+
+def interpolation_scales(min_delta: float = -1.0, max_delta: float = 1.0, num: int = 5) -> np.ndarray:
+    """Scales of the official ``--delta_interpolation`` (linspace(min_delta, max_delta, num_delta), DL:726-755).
+    Negative values edit in the opposite direction. ``[num]`` float32."""
+    if num < 1:
+        raise ValueError(f"num must be >= 1, got {num}")
+    return np.linspace(min_delta, max_delta, num).astype(np.float32)
+
+
+def save_delta_h(path: str, delta_h, timesteps: Optional[Sequence[int]] = None, meta: Optional[dict] = None) -> str:
+    """Save a Δh (``[h,w,C]``, ``[S,h,w,C]`` with ``timesteps``, or ``[N,S,h,w,C]``) as ``.npz`` atomically
+    (temp file + rename). ``meta``: JSON-serialisable extras (source texts, t_edit, scale, ...). Returns path."""
+    a = np.asarray(delta_h, np.float32)
+    if not np.all(np.isfinite(a)):
+        raise ValueError("delta_h contains NaN or inf; refusing to save")
+    arrays = {"delta_h": a, "meta": np.asarray(json.dumps(meta or {}))}
+    if timesteps is not None:
+        arrays["timesteps"] = np.asarray(timesteps, np.int64).reshape(-1)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".delta_h.", suffix=".npz.tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+def load_delta_h(path: str) -> tuple[np.ndarray, Optional[np.ndarray], dict]:
+    """Load :func:`save_delta_h` output: ``(delta_h, timesteps or None, meta)``.
+
+    Raises:
+      ValueError: missing file, missing ``delta_h`` array, NaN/inf, timesteps not matching the rows.
+    """
+    if not os.path.isfile(path):
+        raise ValueError(f"{path} not found")
+    with np.load(path, allow_pickle=False) as z:
+        if "delta_h" not in z:
+            raise ValueError(f"{path} has no 'delta_h' array (keys: {list(z.keys())})")
+        a = np.asarray(z["delta_h"], np.float32)
+        ts = np.asarray(z["timesteps"]) if "timesteps" in z else None
+        meta = json.loads(str(z["meta"])) if "meta" in z else {}
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{path}: delta_h contains NaN or inf")
+    if ts is not None and (a.ndim < 4 or a.shape[-4] != ts.size):
+        raise ValueError(f"{path}: {ts.size} timesteps but delta_h has shape {a.shape}")
+    return a, ts, meta

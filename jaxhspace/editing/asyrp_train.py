@@ -1,0 +1,399 @@
+"""Train an Asyrp editor f_t (DeltaBlock) with the CLIP directional loss, as the official ``run_training``
+(diffusion_latent.py:129-410 of kwonminki/Asyrp_official; reference §4), resumably.
+
+Per batch (images x0, inverted latents x_lat) the reversed training grid ``asyrp_timesteps(n_train)[::-1]`` is
+walked from 999 down to the last grid point t ≥ t_edit. At each t, with x̂ (edited trajectory) and x̃ (reference):
+
+1. asymmetric step (η = 0) from ``stop_gradient(x̂)`` with the current f: ε = dec(h), ε̃ = dec(h + f(h, temb)),
+   P_t^edit = (x̂ − √(1−ᾱ_t) ε̃)/√ᾱ_t, x̂ ← √ᾱ_prev·P_t^edit + √(1−ᾱ_prev)·ε;
+2. unedited DDIM step on x̃ (no gradient), giving P_t^ref;
+3. loss = λ_CLIP·(−log((1 + cos(ΔI, ΔT))/2)) + λ_L1·cos(y_src, y_tgt)·mean|P_t^edit − P_t^ref|,
+   ΔI from the *real* x0 to P_t^edit, ΔT = text_direction over the prompt templates;
+4. ONE optimiser step (back-propagation through this one decoder step only).
+
+So one optimiser step = one (batch, timestep) pair; ``steps_per_epoch = (N // batch_size) · K`` with K the number
+of training grid points ≥ t_edit. The learning rate follows the official StepLR stepped once per *epoch*:
+lr·gamma^⌊epoch/step_size⌋ (``optax.exponential_decay(staircase=True)`` over optimiser steps).
+
+Exact resume: the whole train state (step, editor params, optimiser state, *and* the two in-flight trajectories
+x̂, x̃) is checkpointed with orbax; the data order is a pure function of (seed, epoch) and training has no other
+randomness, so an interrupted and resumed run is bit-identical to an uninterrupted one on CPU.
+
+Differences from the official code: CLIP runs in float32 (the official ``clip.load`` on CUDA keeps fp16);
+the CLIP image resize is torch's bicubic reproduced exactly by default (``clip_resize="jax"`` uses
+``jax.image.resize``); per-example CLIP losses are averaged over the batch like the official ``.mean()``;
+the inverted latents are cached in ``workdir/latents.npz``; the ID loss (off by default officially) is not
+implemented. ``config.l1_use_cos=False`` drops the cos factor of the L1 term (official: on); with an untrained
+CLIP, cos(src, tgt) can be ≤ 0, which turns the official L1 term into a reward for deviating (a warning says so).
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import time
+import warnings
+from typing import Any, Optional
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxhspace.diffusion.asyrp import asyrp_step
+from jaxhspace.diffusion.ddim import ddim_step
+from jaxhspace.diffusion.schedule import alpha_bar, asyrp_timesteps
+from jaxhspace.losses.clip_directional import (
+    IMAGENET_TEMPLATES, asyrp_clip_loss, encode_texts, image_features, l2_normalize, text_direction)
+from jaxhspace.models.editor import DeltaBlock, EditorConfig, init_editor
+from jaxhspace.training.checkpointing import Checkpointer
+
+
+@flax.struct.dataclass
+class AsyrpTrainState:
+    """``step`` (int32 scalar: optimiser steps done), ``params`` (editor), ``opt_state``, and the in-flight
+    trajectories ``x_edit`` / ``x_ref`` ``[B, H, W, C]`` of the current batch (needed for an exact mid-batch resume)."""
+
+    step: jax.Array
+    params: Any
+    opt_state: Any
+    x_edit: jax.Array
+    x_ref: jax.Array
+
+
+# ----------------------------------------------------------------------------------------------
+# Grid, schedule, optimiser
+# ----------------------------------------------------------------------------------------------
+def training_grid(n_train: int, t_edit: int, t0: int = 999) -> tuple[np.ndarray, np.ndarray]:
+    """The official training timesteps: ``asyrp_timesteps(n_train)`` reversed, restricted to t ≥ t_edit, and the
+    matching "next" timesteps (``[-1] + seq[:-1]`` in the official ascending order: the last step goes to −1,
+    which does not affect the loss). Returns ``(t [K], t_prev [K])`` int64, descending."""
+    seq = asyrp_timesteps(n_train, t0)
+    seq = seq[seq >= t_edit]
+    if seq.size == 0:
+        raise ValueError(f"no training grid point >= t_edit={t_edit} for n_train={n_train}")
+    nxt = np.concatenate([[-1], seq[:-1]])
+    return seq[::-1].copy(), nxt[::-1].copy()
+
+
+def lr_schedule(lr: float, steps_per_epoch: int, step_size: int, gamma: float) -> optax.Schedule:
+    """StepLR(step_size epochs, gamma) stepped once per epoch, as a function of the optimiser step:
+    lr·gamma^⌊(step // steps_per_epoch) / step_size⌋."""
+    if step_size < 1 or steps_per_epoch < 1:
+        raise ValueError(f"step_size ({step_size}) and steps_per_epoch ({steps_per_epoch}) must be >= 1")
+    return optax.exponential_decay(lr, transition_steps=step_size * steps_per_epoch, decay_rate=gamma, staircase=True)
+
+
+def make_optimizer(name: str, schedule: optax.Schedule, momentum: float = 0.0) -> optax.GradientTransformation:
+    """``"sgd"`` (official: momentum 0, weight decay 0) or ``"adam"``."""
+    if name == "sgd":
+        return optax.sgd(schedule, momentum=momentum or None)
+    if name == "adam":
+        return optax.adam(schedule)
+    raise ValueError(f"optimizer {name!r} not supported; use 'sgd' (official) or 'adam'")
+
+
+# ----------------------------------------------------------------------------------------------
+# Loss and the jitted step
+# ----------------------------------------------------------------------------------------------
+def make_loss_fn(unet, editor: DeltaBlock, clip_model, lambda_clip: float, lambda_l1: float,
+                 clip_resize: str = "torch"):
+    """``loss(editor_params, frozen, x_edit, p_ref, feat_src, t, a_t, a_prev) -> (loss, aux)``.
+
+    Args (of the returned function):
+      frozen: dict ``unet`` (UNet params), ``clip`` (CLIP params), ``text_dir`` [P], ``cos`` (the L1 weight factor:
+        cos(y_src, y_tgt) of the raw texts, officially).
+      x_edit: ``[B, H, W, C]`` current edited sample x̂_t (gradient is stopped).
+      p_ref: ``[B, H, W, C]`` P_t of the unedited reference trajectory.
+      feat_src: ``[B, P]`` CLIP image features of the real images x0.
+      t: int32 scalar; a_t, a_prev: ᾱ_t, ᾱ_prev scalars.
+
+    ``aux`` = dict(clip [scalar], l1 [scalar], x_next [B,H,W,C] (the next edited sample), p_edit [B,H,W,C]).
+    """
+
+    def loss_fn(eparams, frozen, x_edit, p_ref, feat_src, t, a_t, a_prev):
+        up = frozen["unet"]
+        x = jax.lax.stop_gradient(x_edit)
+        tb = jnp.full((x.shape[0],), t, jnp.int32)
+        h, skips, temb = unet.apply({"params": up}, x, tb, method=unet.encode)
+        eps = unet.apply({"params": up}, h, skips, temb, method=unet.decode)
+        dh = editor.apply({"params": eparams}, h, temb)
+        eps_edit = unet.apply({"params": up}, h + dh, skips, temb, method=unet.decode)  # hs_coeff = (1, 1)
+        x_next, p_edit = asyrp_step(x, eps, eps_edit, a_t, a_prev, 0.0, return_pred_x0=True)
+        f_edit = image_features(clip_model, frozen["clip"], p_edit, method=clip_resize, validate=False)
+        l_clip = jnp.mean(asyrp_clip_loss(f_edit, feat_src, frozen["text_dir"]))
+        l_l1 = jnp.mean(jnp.abs(p_edit - p_ref))
+        loss = lambda_clip * l_clip + lambda_l1 * frozen["cos"] * l_l1
+        return loss, {"clip": l_clip, "l1": l_l1, "x_next": x_next, "p_edit": p_edit}
+
+    return loss_fn
+
+
+@functools.lru_cache(maxsize=8)
+def make_train_step(unet, editor: DeltaBlock, clip_model, optimizer_spec: tuple, lambda_clip: float,
+                    lambda_l1: float, clip_resize: str = "torch"):
+    """Jitted ``step(state, frozen, x_lat, feat_src, t, t_prev, reset) -> (state, metrics)`` (state donated).
+
+    Args:
+      optimizer_spec: ``(name, lr, steps_per_epoch, lr_step_size, lr_gamma, momentum)`` (see
+        :func:`optimizer_from_spec`). All arguments are hashable, and the result is cached, so repeated or
+        resumed runs in one process reuse the compiled step.
+
+    ``frozen`` = dict(unet=UNet params, clip=CLIP params, text_dir [P], cos scalar, schedule=Schedule): weights are
+    arguments, not baked-in constants. ``reset`` (bool) restarts both trajectories from ``x_lat [B,H,W,C]`` (first
+    timestep of a batch). The reference trajectory advances by one unedited DDIM step (η = 0), the edited one by the
+    asymmetric step; then one optimiser update. metrics: loss, clip, l1 (float32 scalars).
+    """
+    loss_fn = make_loss_fn(unet, editor, clip_model, lambda_clip, lambda_l1, clip_resize)
+    optimizer = optimizer_from_spec(optimizer_spec)
+
+    def step(state: AsyrpTrainState, frozen, x_lat, feat_src, t, t_prev, reset):
+        schedule = frozen["schedule"]
+        a_t, a_prev = alpha_bar(schedule, t), alpha_bar(schedule, t_prev)
+        x_e = jnp.where(reset, x_lat, state.x_edit)
+        x_r = jnp.where(reset, x_lat, state.x_ref)
+        tb = jnp.full((x_r.shape[0],), t, jnp.int32)
+        eps_r = unet.apply({"params": frozen["unet"]}, x_r, tb)
+        x_r_next, p_ref = ddim_step(x_r, eps_r, a_t, a_prev, 0.0, return_pred_x0=True)
+        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params, frozen, x_e, p_ref, feat_src, t, a_t, a_prev)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        new = AsyrpTrainState(state.step + 1, params, opt_state, jax.lax.stop_gradient(aux["x_next"]), x_r_next)
+        return new, {"loss": loss, "clip": aux["clip"], "l1": aux["l1"]}
+
+    return jax.jit(step, donate_argnums=(0,))
+
+
+def optimizer_from_spec(spec: tuple) -> optax.GradientTransformation:
+    """``(name, lr, steps_per_epoch, lr_step_size, lr_gamma, momentum)`` -> :func:`make_optimizer` with the
+    per-epoch StepLR :func:`lr_schedule`."""
+    name, lr, spe, step_size, gamma, momentum = spec
+    return make_optimizer(name, lr_schedule(float(lr), int(spe), int(step_size), float(gamma)), float(momentum))
+
+
+# ----------------------------------------------------------------------------------------------
+# Data and models from a config
+# ----------------------------------------------------------------------------------------------
+def training_images(config, size: int) -> np.ndarray:
+    """``[N, size, size, 3]`` in [-1, 1]: ``config.image_paths`` if given, else SynthFaces(``data_seed``)."""
+    if config.image_paths:
+        from jaxhspace.data.images import load_images
+
+        return load_images(list(config.image_paths), size)
+    from jaxhspace.data import synthfaces
+
+    return synthfaces.generate(int(config.data_seed), int(config.n_train_img), size=size)[0]
+
+
+def epoch_order(seed: int, epoch: int, n: int, shuffle: bool) -> np.ndarray:
+    """Image order of an epoch: ``arange(n)`` (official default: no shuffle) or a permutation keyed on (seed, epoch)."""
+    if not shuffle:
+        return np.arange(n)
+    return np.random.default_rng([int(seed), int(epoch)]).permutation(n)
+
+
+def load_models(config):
+    """``(unet, unet_params, schedule, clip_model, clip_params, tokenizer, sources)`` from ``config.model_path`` /
+    ``config.clip_path`` ("" = the shipped defaults: :func:`jaxhspace.world.load_model` and
+    ``assets/clip_synthfaces``)."""
+    from jaxhspace import world
+    from jaxhspace.checkpoints import load_clip, load_clip_tokenizer
+
+    clip_path = config.clip_path or world.DEFAULT_CLIP
+    if not os.path.isdir(clip_path):
+        raise ValueError(f"CLIP folder {clip_path} not found: set config.clip_path to an HF CLIPModel folder (with "
+                         "tokenizer files) or ship assets/clip_synthfaces")
+    unet, uparams, schedule, usrc = world.load_model(config.model_path, int(config.seed))
+    clip_model, clip_params = load_clip(clip_path)
+    tok = load_clip_tokenizer(clip_path)
+    return unet, uparams, schedule, clip_model, clip_params, tok, {"model": usrc, "clip": clip_path}
+
+
+def text_cosine(clip_model, clip_params, tokenizer, src: str, tgt: str) -> float:
+    """cos(E_T(src), E_T(tgt)) of the raw strings (no templates), the official weight of the L1 term and of the
+    t_edit threshold (DL:1321-1329)."""
+    f = l2_normalize(encode_texts(clip_model, clip_params, tokenizer, [src, tgt]))
+    return float(jnp.sum(f[0] * f[1]))
+
+
+@functools.lru_cache(maxsize=8)
+def _image_features_fn(clip_model, method: str):
+    """Jitted ``(clip_params, x [B,H,W,3] in [-1, 1]) -> [B, P]`` CLIP image features (cached per model)."""
+    return jax.jit(lambda p, x: image_features(clip_model, p, x, method=method, validate=False))
+
+
+def _latents(unet, uparams, schedule, x0, n_inv, path):
+    """Inverted latents, cached in ``path`` (keyed by a hash of x0 and n_inv) so a resumed run reuses them."""
+    from jaxhspace.editing.asyrp_edit import invert
+
+    digest = hashlib.sha256(np.ascontiguousarray(x0, np.float32).tobytes() + str(n_inv).encode()).hexdigest()
+    if os.path.isfile(path):
+        with np.load(path) as z:
+            if str(z["digest"]) == digest:
+                return np.asarray(z["x_lat"])
+    x_lat = np.asarray(jax.device_get(invert(unet, uparams, schedule, jnp.asarray(x0), n_inv)))
+    tmp = path + ".tmp.npz"
+    np.savez(tmp, x_lat=x_lat, digest=np.asarray(digest))
+    os.replace(tmp, path)
+    return x_lat
+
+
+# ----------------------------------------------------------------------------------------------
+# The trainer
+# ----------------------------------------------------------------------------------------------
+def train_asyrp(config, workdir: str, models: Optional[tuple] = None) -> dict:
+    """Train (or resume) an Asyrp editor; export it to ``workdir/editor`` when all epochs are done.
+
+    Args:
+      config: see ``configs/asyrp_train.py`` (src_text, tgt_text, lambda_clip, lambda_l1, t_edit, t_boost, n_inv,
+        n_train, lr, optimizer, lr_step_size, lr_gamma, n_epochs, n_train_img, batch_size, checkpoint_every,
+        max_steps, ...).
+      workdir: output folder (checkpoints/, latents.npz, train_log.jsonl, metrics.json, editor/).
+      models: optional ``(unet, unet_params, schedule, clip_model, clip_params, tokenizer)`` instead of loading
+        from ``config.model_path`` / ``config.clip_path``.
+
+    Returns:
+      metrics dict (also ``workdir/metrics.json``): steps done, per-step ``loss`` / ``clip`` / ``l1`` lists,
+      t_edit, cos, timing, ``stopped_early`` (``config.max_steps`` reached), ``editor`` (export path).
+    """
+    os.makedirs(workdir, exist_ok=True)
+    t_start = time.time()
+    if models is None:
+        unet, uparams, schedule, clip_model, clip_params, tok, sources = load_models(config)
+    else:
+        unet, uparams, schedule, clip_model, clip_params, tok = models
+        sources = {"model": "given", "clip": "given"}
+    size = unet.config.sample_size
+    size = int(size if isinstance(size, int) else size[0])
+    x0_all = training_images(config, size)
+    bs = int(config.batch_size)
+    n_batches = x0_all.shape[0] // bs
+    if n_batches < 1:
+        raise ValueError(f"need at least batch_size={bs} training images, got {x0_all.shape[0]}")
+    if x0_all.shape[0] % bs:
+        warnings.warn(f"{x0_all.shape[0] % bs} training images do not fill a batch and are skipped each epoch",
+                      stacklevel=2)
+
+    templates = IMAGENET_TEMPLATES if config.templates == "imagenet" else None
+    cos = text_cosine(clip_model, clip_params, tok, config.src_text, config.tgt_text)
+    text_dir = text_direction(clip_model, clip_params, tok, config.src_text, config.tgt_text, templates)
+    t_edit, t_boost, t_info = _resolve_t(config, unet, uparams, schedule, x0_all, cos)
+    ts, tps = training_grid(int(config.n_train), t_edit, schedule.num_train_timesteps - 1)
+    K = ts.size
+    spe = n_batches * K
+    total = int(config.n_epochs) * spe
+
+    x_lat_all = _latents(unet, uparams, schedule, x0_all, int(config.n_inv), os.path.join(workdir, "latents.npz"))
+    feats_fn = _image_features_fn(clip_model, str(config.clip_resize))
+    feat_all = np.concatenate([np.asarray(feats_fn(clip_params, jnp.asarray(x0_all[i:i + 64])))
+                               for i in range(0, x0_all.shape[0], 64)])
+
+    editor = DeltaBlock(EditorConfig.for_unet(unet.config, num_groups=int(config.editor_num_groups)))
+    eparams = init_editor(editor, jax.random.PRNGKey(int(config.seed)))
+    opt_spec = (str(config.optimizer), float(config.lr), int(spe), int(config.lr_step_size), float(config.lr_gamma),
+                float(config.momentum))
+    optimizer = optimizer_from_spec(opt_spec)
+    shape = (bs,) + x0_all.shape[1:]  # two distinct buffers: both are donated
+    state = AsyrpTrainState(jnp.array(0, jnp.int32), eparams, optimizer.init(eparams), jnp.zeros(shape, jnp.float32),
+                            jnp.zeros(shape, jnp.float32))
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), every=int(config.checkpoint_every))
+    state = ckpt.restore_or(state)
+    start = int(state.step)
+    step_fn = make_train_step(unet, editor, clip_model, opt_spec, float(config.lambda_clip), float(config.lambda_l1),
+                              str(config.clip_resize))
+    l1_weight = cos if config.l1_use_cos else 1.0
+    if config.l1_use_cos and config.lambda_l1 and cos <= 0:
+        warnings.warn(f"cos(src, tgt) = {cos:.3f} <= 0 (an untrained CLIP?): the official λ_L1·cos·L1 term then "
+                      "rewards moving away from the reference; set l1_use_cos=False or lambda_l1=0", stacklevel=2)
+    frozen = {"unet": uparams, "clip": clip_params, "text_dir": text_dir, "cos": jnp.asarray(l1_weight, jnp.float32),
+              "schedule": schedule}
+
+    log_path = os.path.join(workdir, "train_log.jsonl")
+    records = _read_log(log_path, start)
+    max_steps = int(config.max_steps) if config.max_steps else 0
+    stop_at = min(total, max_steps) if max_steps else total
+    from tqdm.auto import tqdm
+
+    bar = tqdm(range(start, stop_at), initial=start, total=total, desc="asyrp train", mininterval=2)
+    order_cache: dict[int, np.ndarray] = {}
+    with open(log_path, "a") as log:
+        for s in bar:
+            epoch, r = divmod(s, spe)
+            b, k = divmod(r, K)
+            if epoch not in order_cache:
+                order_cache = {epoch: epoch_order(int(config.seed), epoch, x0_all.shape[0], bool(config.shuffle))}
+            idx = order_cache[epoch][b * bs:(b + 1) * bs]
+            state, m = step_fn(state, frozen, jnp.asarray(x_lat_all[idx]), jnp.asarray(feat_all[idx]),
+                               jnp.int32(ts[k]), jnp.int32(tps[k]), jnp.bool_(k == 0))
+            lr_now = float(config.lr) * float(config.lr_gamma) ** (epoch // int(config.lr_step_size))
+            rec = {"step": s + 1, "epoch": epoch, "batch": b, "t": int(ts[k]), "lr": lr_now,
+                   **{key: float(v) for key, v in m.items()}}
+            if not np.isfinite(rec["loss"]):
+                ckpt.close()
+                raise FloatingPointError(f"loss is {rec['loss']} at step {s + 1} (t={ts[k]}); lower config.lr")
+            records.append(rec)
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+            bar.set_postfix(loss=f"{rec['loss']:.4f}", t=int(ts[k]))
+            ckpt.maybe_save(s + 1, state)
+    done = int(state.step)
+    if done > start and done % ckpt.every:
+        ckpt.save(done, state)
+    ckpt.close()
+
+    metrics = {"task": "asyrp_train", **sources, "src_text": config.src_text, "tgt_text": config.tgt_text,
+               "cos_src_tgt": cos, "t_edit": t_edit, "t_boost": t_boost, **t_info, "train_timesteps": ts.tolist(),
+               "steps_per_epoch": spe, "total_steps": total, "steps_done": done, "stopped_early": done < total,
+               "loss": [r["loss"] for r in records], "clip": [r["clip"] for r in records],
+               "l1": [r["l1"] for r in records], "wall_s_this_run": time.time() - t_start}
+    if done >= total:
+        from jaxhspace.editing.editor_io import save_editor
+
+        meta = {"src_text": config.src_text, "tgt_text": config.tgt_text, "t_edit": t_edit, "t_boost": t_boost,
+                "n_inv_step": int(config.n_inv), "n_train_step": int(config.n_train), "lr": float(config.lr),
+                "optimizer": config.optimizer, "n_epochs": int(config.n_epochs), "lambda_clip": float(config.lambda_clip),
+                "lambda_l1": float(config.lambda_l1), "cos_src_tgt": cos, "model": sources["model"]}
+        metrics["editor"] = save_editor(os.path.join(workdir, "editor"), editor, jax.device_get(state.params), meta,
+                                        overwrite=True)
+    from jaxhspace.tasks.common import write_metrics
+
+    write_metrics(workdir, metrics)
+    return metrics
+
+
+def _read_log(path: str, upto: int) -> list[dict]:
+    """Per-step records of earlier runs with step <= ``upto`` (later ones were not checkpointed and are redone);
+    the file is rewritten without them."""
+    if not os.path.isfile(path):
+        return []
+    with open(path) as f:
+        recs = [json.loads(line) for line in f if line.strip()]
+    recs = [r for r in recs if r["step"] <= upto]
+    seen: dict[int, dict] = {}
+    for r in recs:
+        seen[r["step"]] = r
+    recs = [seen[k] for k in sorted(seen)]
+    with open(path + ".tmp", "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in recs)
+    os.replace(path + ".tmp", path)
+    return recs
+
+
+def _resolve_t(config, unet, uparams, schedule, x0_all, cos) -> tuple[int, int, dict]:
+    """t_edit / t_boost from the config, or (value < 0) selected as the official ``set_t_edit_t_addnoise``."""
+    t_edit, t_boost = int(config.t_edit), int(config.t_boost)
+    if t_edit >= 0 and t_boost >= 0:
+        return t_edit, t_boost, {"t_select": "config"}
+    from jaxhspace.editing.t_select import select_t_edit_t_boost
+    from jaxhspace.losses.perceptual import get_metric
+
+    metric = get_metric(config.t_select_metric, config.lpips_path)
+    sel = select_t_edit_t_boost(unet, uparams, schedule, jnp.asarray(x0_all[: int(config.t_select_images)]), cos,
+                                metric, n_steps=int(config.t_select_steps), lpips_edit_th=float(config.lpips_edit_th),
+                                lpips_addnoise_th=float(config.lpips_addnoise_th),
+                                add_noise_from_xt=bool(config.add_noise_from_xt))
+    info = {"t_select": sel["metric"], "t_select_thresholds": [sel["th_edit"], sel["th_boost"]]}
+    return (t_edit if t_edit >= 0 else sel["t_edit"]), (t_boost if t_boost >= 0 else sel["t_boost"]), info

@@ -1,0 +1,195 @@
+"""Load / save Asyrp editors (:class:`~jaxhspace.models.editor.DeltaBlock`).
+
+Our folder format (written atomically by :func:`save_editor`)::
+
+    DST/config.json         {"_jaxhspace_format": "asyrp_editor", "editor": EditorConfig fields, "meta": {...}}
+    DST/editor.safetensors  float32 state dict with the *official* names and PyTorch layout
+                            (conv1.weight [C, C, 1, 1], conv1.bias, temb_proj.weight [C, temb_dim], temb_proj.bias,
+                             norm2.weight, norm2.bias, conv2.weight, conv2.bias)
+
+so the weights file also loads into the official PyTorch DeltaBlock with ``load_state_dict``. ``meta`` keeps what
+test-time scaling needs (``n_train_step``: Δh is scaled by n_train_step / n_test_step, reference §5) plus the
+texts, t_edit / t_boost and the training settings.
+
+Official checkpoints (``checkpoint/<exp>_LC_<attr>_t999_ninv40_ngen40_0.pth``) are torch-saved dicts
+``{'0': DeltaBlock.state_dict(), 'optimizer': ..., 'scheduler': ...}``; :func:`read_official_checkpoint`
+reads them (``torch.load(weights_only=True)``: the optimiser / StepLR state dicts hold only tensors and
+numbers) and :func:`load_editor` accepts such a ``.pth`` directly. Only the DDPM DeltaBlock is supported;
+ADM/iDDPM editors (``in_layers.*`` / ``emb_layers.*`` / ``out_layers.*`` keys) raise a ValueError saying so.
+"""
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxhspace.checkpoints.common import (
+    atomic_directory, params_to_state_dict, read_json, read_state_dict, save_state_dict_safetensors,
+    state_dict_to_params, write_json)
+from jaxhspace.models.editor import DeltaBlock, EditorConfig, editor_param_shapes
+
+FORMAT_KEY = "_jaxhspace_format"
+EDITOR_FORMAT = "asyrp_editor"
+WEIGHTS = "editor.safetensors"
+OFFICIAL_KEYS = ("conv1.weight", "conv1.bias", "temb_proj.weight", "temb_proj.bias", "norm2.weight", "norm2.bias",
+                 "conv2.weight", "conv2.bias")
+_ADM_PREFIXES = ("in_layers.", "emb_layers.", "out_layers.")
+
+
+def _key_fn(path: tuple[str, ...]) -> str:
+    leaf = path[-1]
+    return ".".join(path[:-1] + ("weight" if leaf in ("kernel", "scale") else leaf,))
+
+
+def state_dict_to_editor_params(editor: DeltaBlock, state_dict: Mapping[str, Any]) -> dict:
+    """Official DeltaBlock state dict (PyTorch layout, NumPy or torch tensors) -> Flax params of ``editor``.
+
+    Raises:
+      ValueError: ADM/iDDPM keys ("not supported"), or missing / unexpected / mis-shaped keys (all listed).
+    """
+    sd = {k: (v.detach().float().numpy() if hasattr(v, "detach") else np.asarray(v)) for k, v in state_dict.items()}
+    adm = sorted(k for k in sd if k.startswith(_ADM_PREFIXES))
+    if adm:
+        raise ValueError(f"this is an ADM/iDDPM Asyrp editor (keys {adm[:4]} ...): not supported; only the DDPM "
+                         f"DeltaBlock ({', '.join(OFFICIAL_KEYS)}) is implemented.")
+    return state_dict_to_params(editor_param_shapes(editor), sd, (), what="Asyrp DeltaBlock", key_fn=_key_fn)
+
+
+def editor_params_to_state_dict(params: Mapping) -> dict[str, np.ndarray]:
+    """Flax editor params -> official-name PyTorch-layout NumPy state dict (float32)."""
+    sd = params_to_state_dict(jax.device_get(params), (), key_fn=_key_fn)
+    return {k: np.asarray(v, np.float32) for k, v in sd.items()}
+
+
+def config_from_state_dict(state_dict: Mapping[str, Any], num_groups: int = 32, eps: float = 1e-6) -> EditorConfig:
+    """Infer ``channels`` (conv1.weight [C, C, 1, 1]) and ``temb_dim`` (temb_proj.weight [C, temb_dim])."""
+    adm = sorted(k for k in state_dict if k.startswith(_ADM_PREFIXES))
+    if adm:
+        raise ValueError(f"ADM/iDDPM Asyrp editor keys {adm[:4]} ...: not supported (only the DDPM DeltaBlock).")
+    missing = [k for k in ("conv1.weight", "temb_proj.weight") if k not in state_dict]
+    if missing:
+        raise ValueError(f"not an Asyrp DeltaBlock state dict: missing keys {missing}; got {sorted(state_dict)[:10]}")
+    w1, wt = tuple(np.shape(state_dict["conv1.weight"])), tuple(np.shape(state_dict["temb_proj.weight"]))
+    if len(w1) != 4 or w1[2:] != (1, 1) or len(wt) != 2:
+        raise ValueError(f"conv1.weight {w1} must be [C, C, 1, 1] and temb_proj.weight {wt} [C, temb_dim]")
+    return EditorConfig(channels=int(w1[0]), temb_dim=int(wt[1]), num_groups=num_groups, eps=eps)
+
+
+def read_official_checkpoint(path: str, layer: int | str = 0, allow_pickle: bool = False) -> tuple[dict, dict]:
+    """Read an official Asyrp ``.pth``: returns ``(state_dict [NumPy, PyTorch layout], info)``.
+
+    ``info`` holds what could be recovered: ``lr`` / ``momentum`` from the optimiser state, ``step_size`` /
+    ``gamma`` from the StepLR state, and ``n_inv_step`` / ``n_train_step`` / ``t_0`` parsed from the file name
+    (``..._t999_ninv40_ngen40_0.pth``: ``ngen`` is n_train_step, needed for test-time scaling).
+
+    Args:
+      layer: which editor of the dict (the key is ``str(layer)``; 0 for single-attribute training).
+      allow_pickle: retry with ``torch.load(weights_only=False)`` if the safe loader refuses the file
+        (only for files you trust: unpickling runs code).
+
+    Raises:
+      ValueError: unreadable file, missing layer key (the available keys are listed), ADM variant.
+    """
+    import torch
+
+    if not os.path.isfile(path):
+        raise ValueError(f"{path} not found")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle restrictions or corruption
+        if not allow_pickle:
+            raise ValueError(f"could not read {path} with torch.load(weights_only=True): {e}. If you trust the file, "
+                             "retry with allow_pickle=True (--allow-pickle).") from e
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as e2:
+            raise ValueError(f"could not read {path}: {e2}") from e2
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"{path} does not hold a dict (got {type(obj).__name__})")
+    key = str(layer)
+    if key in obj and isinstance(obj[key], Mapping):
+        sd = obj[key]
+    elif all(hasattr(v, "shape") for v in obj.values()):  # a bare DeltaBlock state dict
+        sd = obj
+    else:
+        layers = sorted(k for k, v in obj.items() if isinstance(v, Mapping) and k not in ("optimizer", "scheduler"))
+        raise ValueError(f"{path} has no editor layer {key!r}; available layers: {layers}")
+    sd = {k: v.detach().float().numpy() if hasattr(v, "detach") else np.asarray(v) for k, v in sd.items()}
+    info: dict[str, Any] = {"source": os.path.abspath(path), "layer": key}
+    try:
+        pg = obj["optimizer"]["param_groups"][0]
+        info.update({k: float(pg[k]) for k in ("lr", "momentum", "weight_decay") if k in pg})
+    except (KeyError, IndexError, TypeError):
+        pass
+    sched = obj.get("scheduler")
+    if isinstance(sched, Mapping):
+        info.update({k: float(sched[k]) for k in ("step_size", "gamma") if k in sched})
+    name = os.path.basename(path)
+    for field, pat in (("n_inv_step", r"ninv(\d+)"), ("n_train_step", r"ngen(\d+)"), ("t_0", r"_t(\d+)_")):
+        m = re.search(pat, name)
+        if m:
+            info[field] = int(m.group(1))
+    return sd, info
+
+
+def save_editor(path: str, editor: DeltaBlock, params: Mapping, meta: Mapping | None = None,
+                overwrite: bool = False) -> str:
+    """Write ``path/config.json`` + ``path/editor.safetensors`` atomically (see the module docstring).
+
+    Args:
+      editor: the module (its config is stored).
+      params: its params (any array type).
+      meta: JSON-serialisable extras; include ``n_train_step`` (the grid size the editor was trained with).
+      overwrite: replace an existing folder.
+
+    Returns:
+      the path.
+    """
+    sd = editor_params_to_state_dict(params)
+    state_dict_to_editor_params(editor, sd)  # validates shapes against the config
+    with atomic_directory(os.fspath(path), overwrite=overwrite) as tmp:
+        write_json(os.path.join(tmp, "config.json"),
+                   {FORMAT_KEY: EDITOR_FORMAT, "editor": editor.config.to_dict(), "meta": dict(meta or {})})
+        save_state_dict_safetensors(os.path.join(tmp, WEIGHTS), sd)
+    return os.fspath(path)
+
+
+def load_editor(path: str, layer: int | str = 0, num_groups: int = 32,
+                allow_pickle: bool = False) -> tuple[DeltaBlock, dict, dict]:
+    """Load an editor: our folder (:func:`save_editor`) or an official ``.pth`` directly.
+
+    Returns:
+      ``(editor, params, meta)``; ``editor.apply({"params": params}, h [B,h,w,C], temb [B,temb_dim]) -> Δh``.
+      For a ``.pth``, meta is the ``info`` of :func:`read_official_checkpoint` and ``num_groups`` (default 32,
+      the official value) is used.
+
+    Raises:
+      ValueError for a missing path, a folder of another format, mismatched keys / shapes (listed).
+    """
+    path = os.fspath(path)
+    if os.path.isfile(path):
+        sd, meta = read_official_checkpoint(path, layer=layer, allow_pickle=allow_pickle)
+        editor = DeltaBlock(config_from_state_dict(sd, num_groups=num_groups))
+        params = state_dict_to_editor_params(editor, sd)
+        return editor, jax.tree_util.tree_map(jnp.asarray, params), meta
+    if not os.path.isdir(path):
+        raise ValueError(f"{path} not found: pass an editor folder (save_editor / checkpoints_convert.asyrp_editor) "
+                         "or an official Asyrp .pth")
+    cfg = read_json(os.path.join(path, "config.json"))
+    if cfg.get(FORMAT_KEY) != EDITOR_FORMAT:
+        raise ValueError(f"{path}/config.json is not an Asyrp editor ({FORMAT_KEY}={cfg.get(FORMAT_KEY)!r}; expected "
+                         f"{EDITOR_FORMAT!r}). Convert official checkpoints with python -m checkpoints_convert.asyrp_editor")
+    editor = DeltaBlock(EditorConfig.from_dict(cfg["editor"]))
+    wf = os.path.join(path, WEIGHTS)
+    if not os.path.isfile(wf):
+        raise ValueError(f"{path} has no {WEIGHTS}")
+    params = state_dict_to_editor_params(editor, read_state_dict(wf))
+    return editor, jax.tree_util.tree_map(jnp.asarray, params), dict(cfg.get("meta", {}))
+
+
+__all__ = ["load_editor", "save_editor", "read_official_checkpoint", "state_dict_to_editor_params",
+           "editor_params_to_state_dict", "config_from_state_dict", "OFFICIAL_KEYS"]
