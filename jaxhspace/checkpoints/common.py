@@ -100,6 +100,10 @@ def _read_with_torch(path: str, safetensors: bool) -> StateDict:
         raise ValueError(f"could not read {path}: {e}. The file is corrupt or truncated; re-save it.") from e
     if not isinstance(sd, Mapping):
         raise ValueError(f"{path} does not hold a state dict (got {type(sd).__name__}).")
+    nested = sorted(k for k, v in sd.items() if not isinstance(v, torch.Tensor))
+    if nested:
+        raise ValueError(f"{path} is not a flat state dict: entries {nested[:10]} are not tensors. For a "
+                         "training checkpoint (e.g. an official Asyrp .pth) use its converter in checkpoints_convert.")
     return {k: v.detach().float().numpy() if v.is_floating_point() else v.numpy() for k, v in sd.items()}
 
 
