@@ -14,6 +14,7 @@ TASKS = {
     "asyrp_train": "jaxhspace.tasks.asyrp_train",
     "asyrp_edit": "jaxhspace.tasks.asyrp_edit",
     "clip_train": "jaxhspace.tasks.clip_train",
+    "hosvd": "jaxhspace.tasks.hosvd",
 }
 
 
