@@ -26,6 +26,6 @@ setup(
     ],
     extras_require={
         # torch is pinned: 2.13.0 is the CPU build available offline; a bare `torch` pulls CUDA wheels.
-        "test": ["pytest", "torch==2.13.0", "diffusers", "transformers"],
+        "test": ["pytest", "torch==2.13.0", "diffusers", "transformers", "nbclient", "nbformat", "ipykernel"],
     },
 )
