@@ -123,9 +123,12 @@ def save_unet_converted(folder: str, model: UNet2DModel, params: dict, overwrite
 
 
 def save_unet_diffusers(folder: str, model: UNet2DModel, params: dict, dtype: Any = np.float32,
-                        overwrite: bool = False) -> None:
+                        overwrite: bool = False, scheduler_config: dict | None = None) -> None:
     """Write a folder loadable by ``diffusers.UNet2DModel.from_pretrained`` (config.json +
-    ``diffusion_pytorch_model.safetensors`` in ``dtype``: float32 or float16), atomically."""
+    ``diffusion_pytorch_model.safetensors`` in ``dtype``: float32 or float16), atomically.
+
+    ``scheduler_config`` (optional dict) is written as ``scheduler_config.json`` in the same
+    atomic step, so ``DDIMScheduler.from_pretrained(folder)`` reproduces the training schedule."""
     dtype = np.dtype(dtype)
     if dtype not in (np.float32, np.float16):
         raise ValueError(f"save_unet_diffusers: dtype {dtype} not supported; use float32 or float16")
@@ -139,3 +142,6 @@ def save_unet_diffusers(folder: str, model: UNet2DModel, params: dict, dtype: An
         cfg = {"_class_name": "UNet2DModel", "_diffusers_version": version, **model.config.to_dict()}
         write_json(os.path.join(tmp, "config.json"), cfg)
         save_state_dict_safetensors(os.path.join(tmp, "diffusion_pytorch_model.safetensors"), state_dict)
+        if scheduler_config is not None:
+            write_json(os.path.join(tmp, "scheduler_config.json"),
+                       {"_diffusers_version": version, **scheduler_config})

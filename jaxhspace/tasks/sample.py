@@ -33,19 +33,31 @@ def run(config, workdir: str) -> dict:
                "eta": config.eta, "spacing": config.spacing, "wall_s": wall,
                "pixel_mean": float(x0.mean()), "pixel_std": float(x0.std()),
                "out_of_range_fraction": float(np.mean(np.abs(x0) > 1.0)), "grid": grid}
-    metrics.update(_probe_scores(x0))
+    metrics.update(_probe_scores(x0, config.get("data_seed", 12345)))
     write_metrics(workdir, metrics)
     return metrics
 
 
-def _probe_scores(x0: np.ndarray) -> dict:
-    """Share of samples the shipped attribute probe calls a valid face (if the probe is shipped)."""
+def _probe_scores(x0: np.ndarray, data_seed: int = 12345) -> dict:
+    """Probe metrics of samples x0 [N, S, S, 3] (if the probe is shipped): the share the probe calls a valid
+    face, and the Fréchet distance on probe features to N SynthFaces images (seed ``data_seed``), with the
+    same distance between two independent N-image data sets as the noise floor at this N."""
     from jaxhspace.world import DEFAULT_PROBE
 
-    if not os.path.isdir(DEFAULT_PROBE):
+    if not os.path.isdir(DEFAULT_PROBE) or x0.shape[1] not in (32, 64):
         return {}
-    from jaxhspace.data import probe
+    from jaxhspace.data import probe, synthfaces
 
     model_p = probe.load_probe(DEFAULT_PROBE)
     scores = probe.score(model_p, jnp.asarray(x0), probs=True)
-    return {"probe_valid_face_fraction": float(np.mean(probe.is_valid_face(scores)))}
+    out = {"probe_valid_face_fraction": float(np.mean(probe.is_valid_face(scores)))}
+    n = len(x0)
+    if n >= 16:
+        data_a, _ = synthfaces.generate(data_seed, n, size=x0.shape[1])
+        data_b, _ = synthfaces.generate(data_seed + 1, n, size=x0.shape[1])
+        feats = [probe.probe_features(model_p, jnp.asarray(a)) for a in (x0, data_a, data_b)]
+        out["probe_frechet_distance"] = probe.frechet_distance(feats[0], feats[1])
+        out["probe_frechet_distance_data_vs_data"] = probe.frechet_distance(feats[2], feats[1])
+        data_valid = probe.is_valid_face(probe.score(model_p, jnp.asarray(data_a), probs=True))
+        out["probe_valid_face_fraction_data"] = float(np.mean(data_valid))
+    return out
