@@ -7,7 +7,8 @@ Per editor: edit_<i>.png (columns: input, reconstruction (scale 0), then each sc
 global_<i>.png with the global Δh (mean of the editor's Δh over samples and t >= t_edit, applied linearly). With two
 or more editors: combination.png (columns: input, reconstruction, each attribute alone, all combined with
 Σ c_i/√N·s·Δh_i). Δh files (.npz from jaxhspace.editing.asyrp_edit.save_delta_h, e.g. Haas/PCA directions) get
-delta_<j>.png. Metrics (mean |edit - reconstruction| per column, timings) go to metrics.json.
+delta_<j>.png. Metrics (mean |edit - reconstruction| per column, the probe's change of every factor vs the
+reconstruction and, with target_factors, the target's change and leakage; timings) go to metrics.json.
 """
 import ml_collections
 
@@ -17,6 +18,8 @@ def get_config():
     c.task = "asyrp_edit"
     c.model_path = ""               # "" = assets/ddpm_synthfaces
     c.editor_paths = ()             # editor folders (save_editor / checkpoints_convert.asyrp_editor) or official .pth
+    c.target_factors = ()           # per editor: the factor it should move ("glasses", or "hair_color=red"), for the probe's
+                                    # target change / leakage scores; "" or missing = only every factor's change
     c.delta_h_paths = ()            # .npz Δh files: [h,w,C] (every t) or [S,h,w,C] + timesteps
     c.scales = (-1.0, 0.5, 1.0, 1.5)
     c.combine_coeffs = ()           # c_i for the combination (default all 1)

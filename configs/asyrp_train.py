@@ -20,6 +20,8 @@ def get_config():
     # texts
     c.src_text = "face"
     c.tgt_text = "smiling face"
+    c.target_factor = ""         # optional: the SynthFaces factor the edit should move (stored in the editor's meta
+                                 # so asyrp_edit / demo can score target change and leakage)
     c.templates = "imagenet"     # "imagenet" (the 79 StyleGAN-NADA templates, official) | "none" (raw strings)
     # loss (script_train.sh / README: clip 1.0, l1 3.0; argparse defaults: 3.0 / 0.0)
     c.lambda_clip = 1.0

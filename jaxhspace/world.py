@@ -17,6 +17,19 @@ DEFAULT_DDPM = os.path.join(ASSETS, "ddpm_synthfaces")
 DEFAULT_CLIP = os.path.join(ASSETS, "clip_synthfaces")
 DEFAULT_PROBE = os.path.join(ASSETS, "probe")
 
+
+def resolve_asset(path: str) -> str:
+    """``path`` itself if it exists; else, for a relative ``assets/...`` path, the shipped copy in this
+    checkout (so configs naming ``assets/editors/...`` work from any working directory)."""
+    if os.path.exists(path) or os.path.isabs(path):
+        return path
+    parts = os.path.normpath(path).split(os.sep)
+    if parts[0] == "assets":
+        cand = os.path.join(ASSETS, *parts[1:])
+        if os.path.exists(cand):
+            return cand
+    return path
+
 TINY_RANDOM_UNET = dict(
     sample_size=32, in_channels=3, out_channels=3, block_out_channels=[32, 64, 64], layers_per_block=1,
     down_block_types=["DownBlock2D", "DownBlock2D", "AttnDownBlock2D"],

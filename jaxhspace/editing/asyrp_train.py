@@ -306,8 +306,9 @@ def train_asyrp(config, workdir: str, models: Optional[tuple] = None) -> dict:
                               str(config.clip_resize))
     l1_weight = cos if config.l1_use_cos else 1.0
     if config.l1_use_cos and config.lambda_l1 and cos <= 0:
-        warnings.warn(f"cos(src, tgt) = {cos:.3f} <= 0 (an untrained CLIP?): the official λ_L1·cos·L1 term then "
-                      "rewards moving away from the reference; set l1_use_cos=False or lambda_l1=0", stacklevel=2)
+        raise ValueError(f"cos(E_T({config.src_text!r}), E_T({config.tgt_text!r})) = {cos:.3f} <= 0: the official "
+                         "λ_L1·cos·L1 term would reward moving away from the reference (the edit diverges). "
+                         "Set config.l1_use_cos=False (plain λ_L1·L1) or lambda_l1=0.")
     frozen = {"unet": uparams, "clip": clip_params, "text_dir": text_dir, "cos": jnp.asarray(l1_weight, jnp.float32),
               "schedule": schedule}
 
@@ -355,7 +356,9 @@ def train_asyrp(config, workdir: str, models: Optional[tuple] = None) -> dict:
         meta = {"src_text": config.src_text, "tgt_text": config.tgt_text, "t_edit": t_edit, "t_boost": t_boost,
                 "n_inv_step": int(config.n_inv), "n_train_step": int(config.n_train), "lr": float(config.lr),
                 "optimizer": config.optimizer, "n_epochs": int(config.n_epochs), "lambda_clip": float(config.lambda_clip),
-                "lambda_l1": float(config.lambda_l1), "cos_src_tgt": cos, "model": sources["model"]}
+                "lambda_l1": float(config.lambda_l1), "cos_src_tgt": cos, "model": sources["model"],
+                "l1_use_cos": bool(config.l1_use_cos), "templates": config.templates,
+                "target_factor": config.get("target_factor", "")}
         metrics["editor"] = save_editor(os.path.join(workdir, "editor"), editor, jax.device_get(state.params), meta,
                                         overwrite=True)
     from jaxhspace.tasks.common import write_metrics

@@ -22,6 +22,11 @@ def load_default_probe():
     return probe.load_probe(DEFAULT_PROBE)
 
 
+def _as_shown(images) -> np.ndarray:
+    """Images clipped to [-1, 1], as saved and viewed (the probe extrapolates wildly outside its range)."""
+    return np.clip(np.asarray(images, np.float32), -1.0, 1.0)
+
+
 def factor_changes(probe_params, before, after) -> dict:
     """Mean change of every factor between images ``before`` and ``after`` ([N, H, W, 3] each, same faces).
 
@@ -31,8 +36,8 @@ def factor_changes(probe_params, before, after) -> dict:
     from jaxhspace.data import probe
     from jaxhspace.data.synthfaces import FACTORS
 
-    sb = probe.score(probe_params, np.asarray(before), probs=True)
-    sa = probe.score(probe_params, np.asarray(after), probs=True)
+    sb = probe.score(probe_params, _as_shown(before), probs=True)
+    sa = probe.score(probe_params, _as_shown(after), probs=True)
     changes = {k: probe._change(k, sb[k], sa[k], False) for k in FACTORS}
     signed = {k: (probe._change(k, sb[k], sa[k], True) if FACTORS[k].kind != "categorical" else None) for k in FACTORS}
     dom = max(changes, key=changes.get)
@@ -42,9 +47,23 @@ def factor_changes(probe_params, before, after) -> dict:
 
 
 def target_effect(probe_params, before, after, target: str) -> dict:
-    """:func:`jaxhspace.data.probe.edit_effect` for a known target factor, from images."""
-    from jaxhspace.data import probe
+    """:func:`jaxhspace.data.probe.edit_effect` for a known target factor, from images [N, H, W, 3].
 
-    sb = probe.score(probe_params, np.asarray(before), probs=True)
-    sa = probe.score(probe_params, np.asarray(after), probs=True)
-    return probe.edit_effect(sb, sa, target)
+    ``target`` may name a class of a categorical factor, e.g. ``"hair_color=red"``: the signed
+    ``target_change`` is then the mean change of that class's probability (the magnitude and the
+    leakage stay as in ``edit_effect``)."""
+    from jaxhspace.data import probe
+    from jaxhspace.data.synthfaces import FACTORS
+
+    factor, _, cls = target.partition("=")
+    sb = probe.score(probe_params, _as_shown(before), probs=True)
+    sa = probe.score(probe_params, _as_shown(after), probs=True)
+    out = probe.edit_effect(sb, sa, factor)
+    if cls:
+        classes = FACTORS[factor].classes
+        if FACTORS[factor].kind != "categorical" or cls not in classes:
+            raise ValueError(f"target {target!r}: {factor!r} has no class {cls!r} (classes: {classes})")
+        k = classes.index(cls)
+        out["target_change"] = float(np.mean(sa[factor][:, k] - sb[factor][:, k]))
+        out["target_class"] = cls
+    return out

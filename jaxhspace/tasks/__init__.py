@@ -15,6 +15,7 @@ TASKS = {
     "asyrp_edit": "jaxhspace.tasks.asyrp_edit",
     "clip_train": "jaxhspace.tasks.clip_train",
     "hosvd": "jaxhspace.tasks.hosvd",
+    "demo": "jaxhspace.tasks.demo",
 }
 
 

@@ -15,8 +15,9 @@ import numpy as np
 from jaxhspace.data.images import save_grid
 from jaxhspace.editing import asyrp_edit as ae
 from jaxhspace.editing.editor_io import load_editor
+from jaxhspace.editing.scoring import factor_changes, load_default_probe, target_effect
 from jaxhspace.tasks.common import write_metrics
-from jaxhspace.world import load_model
+from jaxhspace.world import load_model, resolve_asset
 
 
 def _images(config, size):
@@ -29,10 +30,19 @@ def _images(config, size):
     return synthfaces.generate(int(config.data_seed), int(config.num_images), size=size)[0]
 
 
-def _column_stats(edits: np.ndarray, recon: np.ndarray, labels: list[str]) -> list[dict]:
-    """edits [K, B, H, W, C] -> per column mean |edit - recon|."""
-    return [{"column": lab, "mean_abs_change_vs_recon": float(np.mean(np.abs(e - recon)))}
-            for lab, e in zip(labels, edits)]
+def _column_stats(edits: np.ndarray, recon: np.ndarray, labels: list[str], probe_params=None,
+                  target: str = "") -> list[dict]:
+    """edits [K, B, H, W, C] -> per column mean |edit - recon| and, with the probe, every factor's change
+    vs the reconstruction (``factor_changes``) plus the target's signed change and leakage (``target_effect``)."""
+    rows = []
+    for lab, e in zip(labels, edits):
+        row = {"column": lab, "mean_abs_change_vs_recon": float(np.mean(np.abs(e - recon)))}
+        if probe_params is not None and lab != "recon":
+            row["probe"] = factor_changes(probe_params, recon, e)
+            if target:
+                row["target"] = target_effect(probe_params, recon, e, target)
+        rows.append(row)
+    return rows
 
 
 def run(config, workdir: str) -> dict:
@@ -49,13 +59,16 @@ def run(config, workdir: str) -> dict:
     scales = [0.0] + [float(s) for s in config.scales if float(s) != 0.0]
     labels = ["recon"] + [f"s={s:g}" for s in scales[1:]]
     key = jax.random.PRNGKey(int(config.seed))
-    editors = [load_editor(p) for p in config.editor_paths]
+    editors = [load_editor(resolve_asset(p)) for p in config.editor_paths]
     meta0 = editors[0][2] if editors else {}
     t_edit = int(config.t_edit) if config.t_edit >= 0 else int(meta0.get("t_edit", 500))
     t_boost = int(config.t_boost) if config.t_boost >= 0 else int(meta0.get("t_boost", 200))
     common = dict(x_lat=x_lat, n_test=int(config.n_test), t_edit=t_edit, t_boost=t_boost, key=key)
     x0n = np.asarray(x0)
     grids, table = {}, {}
+    probe_params = load_default_probe() if unet.config.sample_size in (32, 64) else None
+    targets = list(config.get("target_factors", ()))
+    targets += [m.get("target_factor", "") for _, _, m in editors[len(targets):]]
 
     def n_train_of(meta):
         if config.n_train_step > 0:
@@ -64,18 +77,18 @@ def run(config, workdir: str) -> dict:
             return None
         return meta.get("n_train_step")
 
-    def write(name, cols, col_labels):
+    def write(name, cols, col_labels, target=""):
         recon = cols[0]
         grids[name] = save_grid(os.path.join(workdir, f"{name}.png"),
                                 np.concatenate([x0n[:, None], np.stack(cols, axis=1)], axis=1), upscale=config.upscale)
-        table[name] = _column_stats(np.stack(cols), recon, col_labels)
+        table[name] = _column_stats(np.stack(cols), recon, col_labels, probe_params, target)
 
     for i, (editor, eparams, meta) in enumerate(editors):
         t0 = time.time()
         src = ae.EditorDelta(eparams, editor)
         out = np.asarray(ae.asyrp_edit(unet, params, schedule, delta=src, scales=scales,
                                        n_train_step=n_train_of(meta), **common))
-        write(f"edit_{i}", list(out), labels)
+        write(f"edit_{i}", list(out), labels, targets[i])
         table[f"edit_{i}"].append({"wall_s": time.time() - t0, "source": config.editor_paths[i],
                                    "n_train_step": n_train_of(meta)})
         if config.global_dh_images > 0:
@@ -87,7 +100,7 @@ def run(config, workdir: str) -> dict:
                             meta={"editor": config.editor_paths[i], "images": k, "t_edit": t_edit})
             out = np.asarray(ae.asyrp_edit(unet, params, schedule, delta=ae.ConstantDelta(g), scales=scales,
                                            n_train_step=n_train_of(meta), **common))
-            write(f"global_{i}", list(out), labels)
+            write(f"global_{i}", list(out), labels, targets[i])
 
     if len(editors) >= 2:
         srcs = [ae.EditorDelta(p, e) for e, p, _ in editors]
@@ -116,7 +129,7 @@ def run(config, workdir: str) -> dict:
         write(f"delta_{j}", list(out), labels)
 
     metrics = {"task": "asyrp_edit", "model": source, "t_edit": t_edit, "t_boost": t_boost,
-               "n_inv": int(config.n_inv), "n_test": int(config.n_test), "scales": scales, "grids": grids,
+               "n_inv": int(config.n_inv), "n_test": int(config.n_test), "scales": scales, "targets": targets, "grids": grids,
                "columns": table, "wall_s": time.time() - t_all}
     write_metrics(workdir, metrics)
     return metrics

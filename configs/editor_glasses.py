@@ -1,0 +1,22 @@
+"""The shipped Asyrp editor assets/editors/glasses ("a face" -> "a face with glasses"), trained on the shipped DDPM with the
+shipped tiny CLIP; the rest of the settings are configs/asyrp_train.py (the official CelebA recipe).
+
+    python -m jaxhspace.main --config configs/editor_glasses.py --workdir runs/editor_glasses
+
+Re-running resumes; when done the editor is in runs/editor_glasses/editor (copy it to assets/editors/glasses).
+Differences from the official recipe, both for the tiny CLIP: raw texts without the 79 ImageNet templates
+(the tiny CLIP was trained on captions like "a smiling face with red hair", not photo templates), and a
+plain λ_L1 = 3 L1 weight instead of λ_L1·cos(E_T(src), E_T(tgt)) (that cosine is small or negative in the
+tiny CLIP's text space, which turns the L1 term off or into a reward for moving away).
+"""
+from configs.asyrp_train import get_config as base_config
+
+
+def get_config():
+    c = base_config()
+    c.src_text = "a face"
+    c.tgt_text = "a face with glasses"
+    c.templates = "none"
+    c.l1_use_cos = False
+    c.target_factor = "glasses"
+    return c
