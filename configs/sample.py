@@ -16,5 +16,6 @@ def get_config():
     c.n_steps = 50
     c.spacing = "asyrp"        # "asyrp" | "leading" | "trailing" | "linspace"
     c.eta = 0.0
+    c.clip_sample = False      # True: clip the predicted x0 to [-1, 1] each step (diffusers clip_sample=True)
     c.upscale = 4
     return c

@@ -367,3 +367,27 @@ def test_inside_user_jit():
     got = run(jnp.float32(0.7), x)
     ref = ddim_sample(eps_jax, ddim_invert(eps_jax, x, asyrp_timesteps(4), s), asyrp_timesteps(4)[::-1], s)
     np.testing.assert_allclose(np.asarray(got), np.asarray(ref), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("eta", [0.0, 0.5])
+def test_clipped_eps_fn_matches_diffusers_clip_sample(eta):
+    """clipped_eps_fn + ddim_sample == DDIMScheduler(clip_sample=True).step(use_clipped_model_output=True);
+    the tanh toy ε pushes P_t far outside [-1, 1], so the clipping is active at every step."""
+    from jaxhspace.diffusion.ddim import clipped_eps_fn
+
+    n = 10
+    x = _x(1)
+    noise = np.random.default_rng(2).standard_normal((n,) + SHAPE).astype(np.float32)
+    sch = DDIMScheduler(clip_sample=True)
+    sch.set_timesteps(n)
+    xt, clipped = torch.from_numpy(x), 0
+    for i, t in enumerate(sch.timesteps):
+        out = sch.step(eps_torch(xt, int(t)), int(t), xt, eta=eta, use_clipped_model_output=True,
+                       variance_noise=torch.from_numpy(noise[i]) if eta > 0 else None)
+        clipped += int((out.pred_original_sample.abs() >= 1.0).sum())
+        xt = out.prev_sample
+    assert clipped > 0
+    s = make_schedule()
+    ours = ddim_sample(clipped_eps_fn(eps_jax, s), jnp.asarray(x), sch.timesteps.numpy(), s, eta=eta,
+                       noise=jnp.asarray(noise))
+    assert np.abs(np.asarray(ours) - xt.numpy()).max() < 1e-5

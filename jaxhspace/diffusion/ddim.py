@@ -81,6 +81,22 @@ def predict_x0(x_t: jax.Array, eps: jax.Array, a_t) -> jax.Array:
     return (x_t - jnp.sqrt(1.0 - a) * eps) / jnp.sqrt(a)
 
 
+def clipped_eps_fn(eps_fn: EpsFn, schedule: Schedule, clip_range: float = 1.0) -> EpsFn:
+    """Wrap ``eps_fn`` so that the predicted x_0 is clipped to [-clip_range, clip_range] and ε re-derived
+    from it: ε' = (x_t − √ᾱ_t·clip(P_t)) / √(1−ᾱ_t). Sampling with it equals diffusers' DDIMScheduler with
+    ``clip_sample=True`` and ``step(..., use_clipped_model_output=True)`` (Ho et al.'s ``clip_denoised``).
+    Not for inversion or Asyrp editing (the official codes never clip). ``(x [B,H,W,C], t [B]) -> [B,H,W,C]``."""
+    ac = schedule.alphas_cumprod
+
+    def f(x, t):
+        e = eps_fn(x, t)
+        a = _bcast(ac[t], x)
+        x0 = jnp.clip((x - jnp.sqrt(1.0 - a) * e) / jnp.sqrt(a), -clip_range, clip_range)
+        return (x - jnp.sqrt(a) * x0) / jnp.sqrt(1.0 - a)
+
+    return f
+
+
 def ddim_coefficients(a_t, a_prev, eta=0.0) -> tuple[jax.Array, jax.Array]:
     """DDIM coefficients ``(sigma, c_dir)`` for the step ᾱ_t → ᾱ_prev (official Asyrp form).
 

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxhspace.data.images import save_grid
-from jaxhspace.diffusion.ddim import ddim_sample
+from jaxhspace.diffusion.ddim import clipped_eps_fn, ddim_sample
 from jaxhspace.models.functional import eps_fn
 from jaxhspace.tasks.common import sampling_grid, write_metrics
 from jaxhspace.world import load_model
@@ -24,13 +24,17 @@ def run(config, workdir: str) -> dict:
     x_T = jax.random.normal(key_x, (config.num_samples, size, size, model.config.in_channels))
     ts = sampling_grid(config.spacing, config.n_steps, schedule.num_train_timesteps)
     t0 = time.time()
-    x0 = ddim_sample(eps_fn(model, params), x_T, ts, schedule, eta=config.eta, key=key_eta, progress=True)
+    f = eps_fn(model, params)
+    if config.get("clip_sample", False):
+        f = clipped_eps_fn(f, schedule)
+    x0 = ddim_sample(f, x_T, ts, schedule, eta=config.eta, key=key_eta, progress=True)
     x0 = np.asarray(jax.device_get(x0))
     wall = time.time() - t0
     grid = save_grid(os.path.join(workdir, "samples.png"), x0.reshape(-1, config.grid_cols, *x0.shape[1:])
                      if config.num_samples % config.grid_cols == 0 else x0, upscale=config.upscale)
     metrics = {"task": "sample", "model": source, "num_samples": config.num_samples, "n_steps": config.n_steps,
-               "eta": config.eta, "spacing": config.spacing, "wall_s": wall,
+               "eta": config.eta, "spacing": config.spacing, "clip_sample": bool(config.get("clip_sample", False)),
+               "wall_s": wall,
                "pixel_mean": float(x0.mean()), "pixel_std": float(x0.std()),
                "out_of_range_fraction": float(np.mean(np.abs(x0) > 1.0)), "grid": grid}
     metrics.update(_probe_scores(x0, config.get("data_seed", 12345)))
