@@ -44,11 +44,20 @@ def load_model(model_path: str = "", seed: int = 0):
       model_path: diffusers/converted UNet folder; "" = the shipped default (or a random tiny UNet if
         it is missing, with a warning).
       seed: init seed for the random fallback.
+
+    Raises:
+      ValueError naming ``config.model_path`` if a non-empty ``model_path`` is not an existing folder.
     """
     from jaxhspace.checkpoints import load_unet
     from jaxhspace.diffusion.schedule import make_schedule
     from jaxhspace.models.unet import UNet2DModel, UNetConfig
 
+    if model_path and not os.path.isdir(model_path):
+        raise ValueError(
+            f"config.model_path={model_path!r} is not an existing folder. Pass a diffusers UNet2DModel folder "
+            "(config.json + diffusion_pytorch_model.safetensors/.bin, or a pipeline folder with unet/), e.g. a local "
+            "copy of google/ddpm-ema-celebahq-256, with --config.model_path=/path/to/that/folder "
+            "(or leave it empty for the shipped SynthFaces DDPM).")
     path = model_path or (DEFAULT_DDPM if os.path.isdir(DEFAULT_DDPM) else "")
     if path:
         model, params = load_unet(path)

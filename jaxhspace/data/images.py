@@ -56,10 +56,29 @@ def save_grid(path: str, images, pad: int = 2, upscale: int = 1) -> str:
     return save_png(path, make_grid(images, pad=pad, upscale=upscale))
 
 
-def load_images(paths, size: int) -> np.ndarray:
-    """Load image files, centre-crop to square, resize to ``size`` (bicubic), return [N, size, size, 3] in [-1, 1]."""
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+
+
+def expand_image_paths(paths) -> list[str]:
+    """Image files from ``paths``: a file stays as is; a folder becomes its image files (``IMAGE_EXTENSIONS``,
+    sorted by name, not recursive), so ``--config.image_paths="('/data/celebahq_test',)"`` works."""
     out = []
     for p in paths:
+        if os.path.isdir(p):
+            files = sorted(f for f in os.listdir(p) if f.lower().endswith(IMAGE_EXTENSIONS))
+            if not files:
+                raise ValueError(f"folder {p} has no image files ({', '.join(IMAGE_EXTENSIONS)})")
+            out += [os.path.join(p, f) for f in files]
+        else:
+            out.append(p)
+    return out
+
+
+def load_images(paths, size: int) -> np.ndarray:
+    """Load image files (folders are expanded by :func:`expand_image_paths`), centre-crop to square, resize to
+    ``size`` (bicubic), return [N, size, size, 3] in [-1, 1]."""
+    out = []
+    for p in expand_image_paths(paths):
         if not os.path.isfile(p):
             raise ValueError(f"image {p} not found")
         try:

@@ -87,7 +87,9 @@ _CHUNK = 128  # images rendered at once (keeps the [chunk, H, W] temporaries cac
 
 def _check_size(size: int) -> int:
     if size not in SIZES:
-        raise ValueError(f"size must be one of {SIZES}, got {size!r}")
+        raise ValueError(f"size must be one of {SIZES}, got {size!r} (SynthFaces renders only these sizes; for a model "
+                         "of another resolution, e.g. a 256x256 CelebA-HQ DDPM, give the job your own images with "
+                         "--config.image_paths)")
     return int(size)
 
 

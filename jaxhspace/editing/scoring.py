@@ -13,9 +13,10 @@ import numpy as np
 from jaxhspace.world import DEFAULT_PROBE
 
 
-def load_default_probe():
-    """The shipped probe's params, or None if ``assets/probe`` is absent."""
-    if not os.path.isdir(DEFAULT_PROBE):
+def load_default_probe(image_size=None):
+    """The shipped probe's params, or None if ``assets/probe`` is absent or ``image_size`` (if given) is not a
+    size the probe scores (32 or 64: SynthFaces; e.g. 256x256 CelebA-HQ edits are not scored)."""
+    if not os.path.isdir(DEFAULT_PROBE) or (image_size is not None and int(image_size) not in (32, 64)):
         return None
     from jaxhspace.data import probe
 

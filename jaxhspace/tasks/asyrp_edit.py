@@ -66,7 +66,7 @@ def run(config, workdir: str) -> dict:
     common = dict(x_lat=x_lat, n_test=int(config.n_test), t_edit=t_edit, t_boost=t_boost, key=key)
     x0n = np.asarray(x0)
     grids, table = {}, {}
-    probe_params = load_default_probe() if unet.config.sample_size in (32, 64) else None
+    probe_params = load_default_probe(x0.shape[1])
     targets = list(config.get("target_factors", ()))
     targets += [m.get("target_factor", "") for _, _, m in editors[len(targets):]]
 

@@ -52,7 +52,7 @@ def run(config, workdir: str) -> dict:
     grid = save_grid(os.path.join(workdir, "haas_grid.png"), np.stack(cols, axis=1), upscale=config.upscale)
     plot = save_line_plot(os.path.join(workdir, "haas_singular_values.png"),
                           {f"image {i}": s for i, s in enumerate(svals)}, "Haas singular values (∂ε/∂h)", "index", "σ")
-    probe_params = load_default_probe()
+    probe_params = load_default_probe(x0.shape[1])
     scores = []
     if probe_params is not None:
         for d in range(config.n_dirs):

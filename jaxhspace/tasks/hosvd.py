@@ -179,7 +179,7 @@ def run(config, workdir: str) -> dict:
                                             for m_, d, s in combos]
     grid_path = save_grid(os.path.join(workdir, "hosvd_grid.png"), np.stack(cols, axis=1), upscale=config.upscale)
 
-    probe_params = load_default_probe()
+    probe_params = load_default_probe(x0.shape[1])
     edit_rows = []
     for c, (meth, d, s) in enumerate(combos):
         row = {"method": meth, "direction": d, "sign": s,

@@ -3,6 +3,16 @@ mean-difference direction for a known factor, both applied as per-timestep Δh t
 PCA: Δh_t = scale·std_t(k)·u_t(k) (signs aligned over t to the first grid step, as official);
 supervised: Δh_t = scale·(mean h_t of positives − mean h_t of negatives) for ``config.supervised_factor``.
 Grid rows: images; columns: input, reconstruction, PCs × scales, supervised × scales.
+
+Where the h's for the PCA come from (``config.pca_source``; missing = "synthfaces"):
+* ``"synthfaces"``: DDIM inversions of ``num_pca_samples`` SynthFaces faces (32/64 px models only); the
+  supervised direction uses their known factor ``supervised_factor``;
+* ``"samples"``: ``num_pca_samples`` generations of the model itself from x_T ~ N(0, I) with η = ``pca_eta``
+  (Haas' official source: 500 DDPM (η = 1) samples, 10 steps), h recorded at every grid step; any resolution;
+* ``"images"``: DDIM inversions of ``pca_image_paths`` (files or folders).
+With a source other than SynthFaces the supervised direction is the mean h of the inverted
+``supervised_pos_paths`` minus that of ``supervised_neg_paths`` (Haas' real-data variant), or skipped if
+either is empty.
 """
 from __future__ import annotations
 
@@ -15,9 +25,9 @@ import numpy as np
 from tqdm import tqdm
 
 from jaxhspace.data import synthfaces
-from jaxhspace.data.images import save_grid
+from jaxhspace.data.images import load_images, save_grid
 from jaxhspace.data.plots import save_line_plot
-from jaxhspace.diffusion.ddim import ddim_invert
+from jaxhspace.diffusion.ddim import ddim_invert, ddim_sample
 from jaxhspace.diffusion.schedule import asyrp_timesteps
 from jaxhspace.directions import collect_h, mean_difference, pca
 from jaxhspace.editing.asyrp_edit import TableDelta, asyrp_edit, invert, stack_deltas
@@ -36,13 +46,85 @@ def trajectory_h(model, params, schedule, x0, grid):
     return np.stack([collect_h(model, params, x, int(t)) for x, t in zip(xs, grid)])
 
 
+def _encoder(model):
+    """Jitted ``(params, x [B,H,W,C], t [B]) -> h [B,h,w,C]`` (params traced: one compile per shape)."""
+    return jax.jit(lambda p, x, t: model.apply({"params": p}, x, t, method=model.encode)[0])
+
+
+def _chunked_h(fn, n: int, batch_size: int) -> np.ndarray:
+    """``fn(start, stop) -> [S, b, h, w, C]`` over chunks of ``batch_size``, concatenated to ``[S, n, h, w, C]``."""
+    return np.concatenate([fn(i, min(i + batch_size, n)) for i in range(0, n, batch_size)], axis=1)
+
+
+def inverted_h(model, params, schedule, x0, grid, batch_size: int = 16) -> np.ndarray:
+    """:func:`trajectory_h` in chunks of ``batch_size`` images, with one jitted encoder: ``[S, N, h, w, C]``."""
+    f, enc = eps_fn(model, params), _encoder(model)
+
+    def chunk(a, b):
+        x = jnp.asarray(x0[a:b])
+        _, traj = ddim_invert(f, x, grid, schedule, return_trajectory=True)
+        xs = [x] + [traj["x"][i] for i in range(len(grid) - 1)]
+        return np.stack([np.asarray(enc(params, x_, jnp.full((b - a,), int(t)))) for x_, t in zip(xs, grid)])
+
+    return _chunked_h(chunk, len(x0), batch_size)
+
+
+def sampled_h(model, params, schedule, grid, n: int, key, eta: float = 1.0, batch_size: int = 16) -> np.ndarray:
+    """h at every point of the ascending ``grid [S]`` along ``n`` generations from x_T ~ N(0, I) with DDIM(η)
+    (Haas' PCA data: DDPM, η = 1): ``[S, n, h, w, C]`` (row s: h of the state at t = grid[s])."""
+    f, enc = eps_fn(model, params), _encoder(model)
+    size, desc = image_size(model), np.asarray(grid)[::-1].copy()
+
+    def chunk(a, b):
+        kx, ks = jax.random.split(jax.random.fold_in(key, a))
+        x_T = jax.random.normal(kx, (b - a, size, size, model.config.in_channels))
+        _, traj = ddim_sample(f, x_T, desc, schedule, eta=float(eta), key=ks, return_trajectory=True)
+        xs = [x_T] + [traj["x"][i] for i in range(len(desc) - 1)]                       # state at desc[i]
+        hs = [np.asarray(enc(params, x_, jnp.full((b - a,), int(t)))) for x_, t in zip(xs, desc)]
+        return np.stack(hs[::-1])
+
+    return _chunked_h(chunk, n, batch_size)
+
+
+def pca_data_h(config, model, params, schedule, grid):
+    """``(H [S, N, h, w, C], supervised direction [S, h, w, C] or None, supervised info)`` per ``config.pca_source``
+    (see the module docstring)."""
+    source = config.get("pca_source", "synthfaces")
+    bs = int(config.get("pca_batch_size", 16))
+    if source == "synthfaces":
+        data, factors = synthfaces.generate(config.pca_data_seed, config.num_pca_samples, size=image_size(model))
+        H = trajectory_h(model, params, schedule, data, grid)
+        if not config.supervised_factor:
+            return H, None, None
+        f = synthfaces.FACTORS[config.supervised_factor]
+        v = factors[config.supervised_factor]
+        pos, neg = (v > 0.5 * f.high, v < 0.5 * f.low) if f.kind == "continuous" else (v == 1, v == 0)
+        sup = np.stack([mean_difference(H[s][pos], H[s][neg]) for s in range(len(grid))])
+        return H, sup, {"factor": config.supervised_factor, "n_pos": int(pos.sum()), "n_neg": int(neg.sum())}
+    if source == "samples":
+        H = sampled_h(model, params, schedule, grid, int(config.num_pca_samples),
+                      jax.random.PRNGKey(int(config.pca_data_seed)), float(config.get("pca_eta", 1.0)), bs)
+    elif source == "images":
+        if not config.get("pca_image_paths"):
+            raise ValueError("pca_source='images' needs config.pca_image_paths (image files or folders)")
+        H = inverted_h(model, params, schedule, load_images(list(config.pca_image_paths), image_size(model)), grid, bs)
+    else:
+        raise ValueError(f"config.pca_source must be 'synthfaces', 'samples' or 'images', got {source!r}")
+    pos_p, neg_p = config.get("supervised_pos_paths", ()), config.get("supervised_neg_paths", ())
+    if not (pos_p and neg_p):
+        return H, None, None
+    hp, hn = (inverted_h(model, params, schedule, load_images(list(p), image_size(model)), grid, bs)
+              for p in (pos_p, neg_p))
+    sup = np.stack([mean_difference(hp[s], hn[s]) for s in range(len(grid))])
+    return H, sup, {"factor": config.supervised_factor, "n_pos": hp.shape[1], "n_neg": hn.shape[1]}
+
+
 def run(config, workdir: str) -> dict:
     """See the module docstring; fields in ``configs/pca.py``."""
     model, params, schedule, source = load_model(config.model_path, config.seed)
     t_start = time.time()
     grid = asyrp_timesteps(config.n_steps, schedule.num_train_timesteps - 1)
-    data, factors = synthfaces.generate(config.pca_data_seed, config.num_pca_samples, size=image_size(model))
-    H = trajectory_h(model, params, schedule, data, grid)                                 # [S, N, h, w, C]
+    H, sup, sup_info = pca_data_h(config, model, params, schedule, grid)                  # [S, N, h, w, C]
     comps, stds, ratios = [], [], []
     for s in tqdm(range(len(grid)), desc="PCA of h per t"):
         res = pca(H[s], config.k)
@@ -53,14 +135,11 @@ def run(config, workdir: str) -> dict:
     ref = comps[-1].reshape(config.k, -1)                                                  # align to t = 999
     signs = np.sign(np.einsum("skd,kd->sk", comps.reshape(len(grid), config.k, -1), ref))
     comps = comps * np.where(signs == 0, 1, signs)[:, :, None, None, None]
-    f = synthfaces.FACTORS[config.supervised_factor]
-    v = factors[config.supervised_factor]
-    pos, neg = (v > 0.5 * f.high, v < 0.5 * f.low) if f.kind == "continuous" else (v == 1, v == 0)
-    sup = np.stack([mean_difference(H[s][pos], H[s][neg]) for s in range(len(grid))])     # [S, h, w, C]
 
     ts = tuple(int(t) for t in grid)
     tables = [TableDelta(jnp.asarray(stds[:, d, None, None, None] * comps[:, d]), ts) for d in range(config.n_dirs)]
-    tables.append(TableDelta(jnp.asarray(sup), ts))
+    if sup is not None:
+        tables.append(TableDelta(jnp.asarray(sup), ts))                                   # [S, h, w, C]
     x0 = jnp.asarray(test_images(config, model))
     x_lat = invert(model, params, schedule, x0, config.n_steps)
     kw = dict(n_test=config.n_steps, t_edit=config.t_edit, t_boost=config.t_boost, symmetric=config.symmetric,
@@ -68,13 +147,15 @@ def run(config, workdir: str) -> dict:
     recon = np.asarray(asyrp_edit(model, params, schedule, x_lat=x_lat, **kw)[0])
     E = np.asarray(asyrp_edit(model, params, schedule, x_lat=x_lat, delta=stack_deltas(tables),
                               scales=config.scales, stacked=True, **kw))                   # [D+1, K, B, H, W, C]
-    names = [f"PC{d}" for d in range(config.n_dirs)] + [f"supervised {config.supervised_factor}"]
+    names = [f"PC{d}" for d in range(config.n_dirs)]
+    if sup is not None:
+        names.append(f"supervised {sup_info['factor']}" if sup_info["factor"] else "supervised")
     labels = [f"{n} x{s:g}" for n in names for s in config.scales]
     cols = [np.asarray(x0), recon] + [E[d, k] for d in range(len(names)) for k in range(len(config.scales))]
     grid_png = save_grid(os.path.join(workdir, "pca_grid.png"), np.stack(cols, axis=1), upscale=config.upscale)
     plot = save_line_plot(os.path.join(workdir, "pca_std.png"), {f"t={grid[s]}": stds[s] for s in (0, len(grid) // 2, len(grid) - 1)},
                           "std of h along each PC", "PC", "std")
-    probe_params = load_default_probe()
+    probe_params = load_default_probe(x0.shape[1])
     scores = []
     if probe_params is not None:
         for d, n in enumerate(names):
@@ -83,6 +164,7 @@ def run(config, workdir: str) -> dict:
     metrics = {"task": "pca", "model": source, "timesteps": list(ts), "pc_std": stds.tolist(),
                "explained_variance_ratio": ratios, "columns": ["input", "reconstruction"] + labels,
                "edit_scores": scores, "grid": grid_png, "std_plot": plot, "wall_s": time.time() - t_start,
-               "supervised": {"factor": config.supervised_factor, "n_pos": int(pos.sum()), "n_neg": int(neg.sum())}}
+               "pca_source": config.get("pca_source", "synthfaces"), "num_pca_samples": int(H.shape[1]),
+               "supervised": sup_info}
     write_metrics(workdir, metrics)
     return metrics

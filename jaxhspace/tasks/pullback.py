@@ -56,7 +56,7 @@ def run(config, workdir: str) -> dict:
     plot = save_line_plot(os.path.join(workdir, "pullback_singular_values.png"),
                           {f"image {i}": s for i, s in enumerate(svals)}, "pullback singular values (∂h/∂x)",
                           "index", "σ")
-    probe_params = load_default_probe()
+    probe_params = load_default_probe(x0.shape[1])
     scores = []
     if probe_params is not None:
         for c, (d, s) in enumerate(combos):

@@ -1,0 +1,9 @@
+"""Configs for real 256×256 face DDPMs (google/ddpm-ema-celebahq-256 as a diffusers folder), with the official
+Asyrp / Diffusion-Pullback / Haas et al. defaults. One file per job; each docstring starts with its command.
+
+``model_path`` (and ``clip_path`` for Asyrp training, ``image_paths`` for jobs that edit real images) are
+required: the placeholders below are rejected with an error naming the field. ``image_paths`` entries may be
+image files or folders of images (all images in a folder are used). Reference notes cited as
+``asyrp_official.md`` / ``park_official.md`` / ``haas_official.md`` are in /work/shared/reference (file:line of
+the official repositories inside).
+"""

@@ -1,0 +1,133 @@
+"""The real-checkpoint configs (configs/celebahq256/*.py): every small config's field is there (so the job code
+runs them), the placeholders are rejected with errors naming the field, and the plumbing works end to end on a
+user's diffusers folder: a tiny random UNet saved with save_pretrained at 16x16 (not a SynthFaces size, like a
+256x256 model) plus user images in a folder, run through ``get_task(name)(config, workdir)``."""
+import importlib
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from jaxhspace.data.images import expand_image_paths
+from jaxhspace.tasks import get_task
+from tests.unet_fixtures import make_torch_unet
+
+JOBS = ("asyrp_train", "asyrp_edit", "pullback", "haas", "pca", "sample", "invert_reconstruct")
+# no attention in the down/up blocks (faster compiles); the mid block, whose output is h, keeps its attention
+TINY = dict(sample_size=16, in_channels=3, out_channels=3, block_out_channels=[16, 32], layers_per_block=1,
+            down_block_types=["DownBlock2D", "DownBlock2D"], up_block_types=["UpBlock2D", "UpBlock2D"],
+            norm_num_groups=8, norm_eps=1e-6, attention_head_dim=None, downsample_padding=0,
+            flip_sin_to_cos=False, freq_shift=1, act_fn="silu")
+
+
+def _configs(job):
+    real = importlib.import_module(f"configs.celebahq256.{job}")
+    small = importlib.import_module(f"configs.{job}")
+    return real, real.get_config(), small.get_config()
+
+
+@pytest.mark.parametrize("job", JOBS)
+def test_real_config_has_every_field_of_the_small_one(job):
+    mod, real, small = _configs(job)
+    missing = sorted(set(small.keys()) - set(real.keys()))
+    assert not missing, f"configs/celebahq256/{job}.py lacks {missing}"
+    assert real.task == small.task == job
+    for k in small.keys():  # same types, so --config.<field> overrides and the job code behave the same
+        assert type(real[k]) is type(small[k]), (k, type(real[k]), type(small[k]))
+    assert f"python -m jaxhspace.main --config configs/celebahq256/{job}.py" in mod.__doc__
+    assert "--config.model_path=" in mod.__doc__
+    assert real.model_path.startswith("/path/to/") and not os.path.exists(real.model_path)
+    if "image_paths" in real and job != "sample":
+        assert real.image_paths == () and "--config.image_paths=" in mod.__doc__
+    assert real.get("upscale", 1) == 1
+
+
+def test_official_defaults():
+    _, a, _ = _configs("asyrp_train")
+    assert (a.t_edit, a.t_boost, a.n_inv, a.n_train) == (500, 200, 40, 40)
+    assert (a.lr, a.lambda_clip, a.lambda_l1) == (0.5, 1.0, 3.0)
+    assert a.templates == "imagenet" and a.l1_use_cos and a.optimizer == "sgd" and a.momentum == 0.0
+    assert "--config.clip_path=" in importlib.import_module("configs.celebahq256.asyrp_train").__doc__
+    _, p, _ = _configs("pullback")
+    assert (p.edit_t, p.t_boost, p.n_steps, p.gamma, p.lam, p.n_edit_steps, p.k) == (600, 200, 100, 0.1, 1.0, 16, 2)
+    _, h, _ = _configs("haas")
+    assert (h.k, h.n_steps, h.t_edit, h.symmetric) == (3, 10, 0, True)
+    _, c, _ = _configs("pca")
+    assert (c.pca_source, c.num_pca_samples, c.n_steps, c.k, c.scales) == ("samples", 500, 10, 25, (-5.0, 5.0))
+
+
+def test_placeholders_are_rejected_naming_the_field(tmp_path):
+    _, c, _ = _configs("sample")
+    with pytest.raises(ValueError, match="model_path"):
+        get_task("sample")(c, str(tmp_path / "s"))
+    _, c, _ = _configs("asyrp_train")
+    with pytest.raises(ValueError, match="clip_path"):
+        get_task("asyrp_train")(c, str(tmp_path / "a"))
+    c.clip_path = str(tmp_path)  # an existing folder: now the model path is the problem
+    with pytest.raises(ValueError, match="model_path"):
+        get_task("asyrp_train")(c, str(tmp_path / "a"))
+
+
+@pytest.fixture(scope="module")
+def user_files(tmp_path_factory):
+    """A diffusers UNet folder (save_pretrained of a random tiny UNet2DModel) and a folder of two face images."""
+    root = tmp_path_factory.mktemp("user")
+    make_torch_unet(TINY, seed=0).save_pretrained(str(root / "unet"))
+    (root / "faces").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(root / "faces" / f"face{i}.png")
+    (root / "faces" / "notes.txt").write_text("not an image")
+    (root / "empty").mkdir()
+    return {"unet": str(root / "unet"), "faces": str(root / "faces"), "root": root}
+
+
+def test_image_folders_expand(user_files):
+    files = expand_image_paths([user_files["faces"]])
+    assert [os.path.basename(f) for f in files] == ["face0.png", "face1.png"]
+    with pytest.raises(ValueError, match="no image files"):
+        expand_image_paths([str(user_files["root"] / "empty")])
+
+
+def test_missing_images_for_a_non_synthfaces_size_name_image_paths(user_files, tmp_path):
+    _, c, _ = _configs("pullback")
+    c.model_path = user_files["unet"]
+    with pytest.raises(ValueError, match="image_paths"):
+        get_task("pullback")(c, str(tmp_path))
+
+
+def test_sample_job_runs_on_a_user_folder(user_files):
+    _, c, _ = _configs("sample")
+    c.model_path, c.num_samples, c.grid_cols, c.n_steps = user_files["unet"], 2, 2, 3
+    wd = str(user_files["root"] / "sample")
+    m = get_task("sample")(c, wd)
+    assert m["model"] == user_files["unet"] and m["num_samples"] == 2 and np.isfinite(m["pixel_std"])
+    assert os.path.isfile(os.path.join(wd, "samples.png")) and "probe_valid_face_fraction" not in m
+    assert json.load(open(os.path.join(wd, "metrics.json")))["n_steps"] == 3
+
+
+def test_pullback_job_runs_on_a_user_folder(user_files):
+    _, c, _ = _configs("pullback")
+    c.model_path, c.image_paths = user_files["unet"], (user_files["faces"],)
+    c.n_steps, c.svd_max_iters, c.n_edit_steps = 5, 3, 2
+    wd = str(user_files["root"] / "pullback")
+    m = get_task("pullback")(c, wd)
+    assert m["edit_t"] == 499 and m["k"] == 2 and len(m["singular_values"]) == 2  # 2 images from the folder
+    assert m["columns"] == ["input", "reconstruction", "v0-", "v0+", "v1-", "v1+"]
+    assert m["edit_scores"] == [] and os.path.isfile(m["grid"])  # no probe at 16 px
+
+
+def test_pca_job_on_model_samples_with_a_supervised_pair(user_files):
+    _, c, _ = _configs("pca")
+    faces = sorted(expand_image_paths([user_files["faces"]]))
+    c.model_path, c.image_paths = user_files["unet"], (user_files["faces"],)
+    c.num_pca_samples, c.pca_batch_size, c.n_steps, c.k, c.n_dirs, c.scales = 5, 3, 3, 2, 1, (-1.0, 1.0)
+    c.supervised_pos_paths, c.supervised_neg_paths = (faces[0],), (faces[1],)
+    wd = str(user_files["root"] / "pca")
+    m = get_task("pca")(c, wd)
+    assert m["pca_source"] == "samples" and m["num_pca_samples"] == 5 and m["timesteps"] == [0, 499, 999]
+    assert m["supervised"] == {"factor": "", "n_pos": 1, "n_neg": 1}
+    assert m["columns"] == ["input", "reconstruction", "PC0 x-1", "PC0 x1", "supervised x-1", "supervised x1"]
+    assert np.all(np.asarray(m["pc_std"]) > 0) and os.path.isfile(m["grid"])
