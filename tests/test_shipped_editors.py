@@ -15,10 +15,18 @@ from jaxhspace.editing.editor_io import load_editor
 from jaxhspace.world import ASSETS, DEFAULT_PROBE, load_model
 
 SCALES = (0.0, -1.0, 0.5, 1.0, 1.5)
-# editor folder -> (factor, function of the probe's scores that the edit should raise)
+
+
+def _logit(p):
+    p = np.clip(np.asarray(p, np.float64), 1e-7, 1 - 1e-7)
+    return np.log(p) - np.log1p(-p)
+
+
+# editor folder -> (factor, the probe's score the edit should raise: the log-odds of the target class, which
+# keeps moving where the probability saturates, e.g. on faces whose hair is red already)
 EDITORS = {
-    "red_hair": ("hair_color", lambda s: s["hair_color"][:, synthfaces.HAIR_COLORS.index("red")]),
-    "glasses": ("glasses", lambda s: s["glasses"]),
+    "red_hair": ("hair_color", lambda s: _logit(s["hair_color"][:, synthfaces.HAIR_COLORS.index("red")])),
+    "glasses": ("glasses", lambda s: _logit(s["glasses"])),
 }
 
 
