@@ -66,7 +66,7 @@ def get_config():
     h.svd_tol = 1e-3
     h.svd_max_iters = 20
     h.n_dirs = 3
-    h.scales = (-1.0, 1.0)
+    h.scales = (-100.0, 100.0)        # Δh = scale·σ·v; σ(∂ε/∂h) ≈ 0.1 here, so |Δh| ≈ 10 (h's PC std: 15-46)
     c.haas = h
 
     q = ml_collections.ConfigDict()

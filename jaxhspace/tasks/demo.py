@@ -79,6 +79,15 @@ def direction_rows(m: dict, stage: str) -> list[dict]:
     return rows
 
 
+def _grid_caption(grid: str, names: list[str], scales) -> str:
+    """Caption of an asyrp_edit grid (edit_<i>, global_<i>, combination)."""
+    if grid == "combination":
+        return "combination: input, reconstruction, each editor alone, all together (Σ Δh_i/√N)"
+    kind, _, i = grid.partition("_")
+    what = f"{names[int(i)]} editor" if kind == "edit" else f"{names[int(i)]}: global Δh"
+    return f"{what}; rows = faces; columns = input, reconstruction, scales {list(scales)}"
+
+
 def _editor_names(config) -> list[str]:
     names = list(config.editor_names) if config.get("editor_names") else []
     paths = list(config.asyrp_edit.editor_paths)
@@ -106,9 +115,7 @@ def run(config, workdir: str) -> dict:
     if "asyrp_edit" in results:
         m = results["asyrp_edit"]
         table["asyrp_edit"] = asyrp_rows(m, names)
-        imgs = [(p, f"{g}: rows = faces; columns = input, reconstruction, scales {m['scales'][1:]}"
-                 if g != "combination" else "combination: input, reconstruction, each editor alone, all (Σ Δh_i/√N)")
-                for g, p in m["grids"].items()]
+        imgs = [(p, _grid_caption(g, names, m["scales"][1:])) for g, p in m["grids"].items()]
         sections.append(dict(id="asyrp", title="Asyrp: trained editors Δh = f_t(h) in the asymmetric reverse process",
                              text=f"Editors {', '.join(names)} (trained with the shipped tiny CLIP's directional loss); "
                                   f"edited for t ≥ t_edit = {m['t_edit']}, quality boosting below t_boost = "
