@@ -61,7 +61,7 @@ def test_demo_writes_consistent_report_and_metrics(demo_run):
         assert row["target"] == src["dominant"]
     asy = json.load(open(os.path.join(workdir, "asyrp_edit", "metrics.json")))
     hair = [r for r in m["scores"]["asyrp_edit"] if r["edit"] == "red hair editor s=1"][0]
-    src = [c for c in asy["columns"]["edit_0"] if c["column"] == "s=1"][0]
+    src = [c for c in asy["columns"]["edit_0"] if c.get("column") == "s=1"][0]
     assert hair["target"] == "hair_color" and hair["supervised"]
     assert hair["target_change"] == pytest.approx(src["target"]["target_change"])
     assert hair["max_leakage"] == pytest.approx(src["target"]["max_leakage"])
