@@ -22,5 +22,6 @@ def get_config():
     c.n_steps = 40             # Asyrp test grid n_test = 40 (asyrp_official.md §1, MAIN:159-164 / released ngen40)
     c.spacing = "asyrp"        # official Asyrp grid linspace(0, 1, n)·999 (DL:955-957)
     c.eta = 0.0
+    c.clip_sample = False      # diffusers clip_sample (x0 clipped to [-1, 1] each step); the official codes do not clip
     c.upscale = 1
     return c
