@@ -1,6 +1,6 @@
 """The shipped SynthFaces DDPM (assets/ddpm_synthfaces, diffusers folder format): it loads through our converter
 and through diffusers itself with the same ε, its scheduler_config.json is diffusers' DDIMScheduler config, and
-20-step DDIM samples from a fixed seed are faces by the shipped probe (an independent classifier)."""
+20-step DDIM samples from a fixed seed are closer to faces (probe-feature Fréchet distance) than a random init's."""
 import os
 
 import jax
@@ -41,20 +41,26 @@ def test_loads_in_diffusers_with_same_eps(shipped):
     np.testing.assert_allclose(np.asarray(schedule.alphas_cumprod), sched.alphas_cumprod.numpy(), rtol=1e-6)
 
 
-def test_twenty_step_samples_are_faces(shipped):
-    """20-step DDIM (x0 clipped, diffusers clip_sample=True) from seed 0: the probe calls >= 3 of 8 samples
-    valid faces, where the same sampler on a random-init UNet of the same config gives none. This guards the
-    shipped quality at its measured level (3-5 of 8 at 20 steps); the issue's 90% target is not met by this
-    6000-step model (see README: its high-t ε error makes unclipped DDIM drift to saturated colours)."""
+def test_twenty_step_samples_are_closer_to_faces_than_a_random_init(shipped):
+    """20-step DDIM (x0 clipped, diffusers clip_sample=True), 32 samples from seed 0: the Fréchet distance on probe
+    features to 32 SynthFaces faces is below that of the same sampler on a random-init UNet of the same config
+    (measured 57 vs 79: a weak sampler, small margin; guarded at 0.8x). The probe's per-image validity check is
+    not used: it also accepts half of a random UNet's clipped samples, so it cannot tell a face from clipped
+    noise. The issue's 90% validity target is not met by this 6000-step model (see README)."""
+    from jaxhspace.data import synthfaces
+
     model, params, schedule = shipped
     pparams = probe.load_probe(DEFAULT_PROBE)
-    x_T = jax.random.normal(jax.random.PRNGKey(0), (8, 32, 32, 3))
+    x_T = jax.random.normal(jax.random.PRNGKey(0), (32, 32, 32, 3))
     ts = sampling_grid("asyrp", 20)
+    data = probe.probe_features(pparams, jnp.asarray(synthfaces.generate(12345, 32, size=32)[0]))
 
-    def valid(p):
-        x0 = np.asarray(ddim_sample(clipped_eps_fn(eps_fn(model, p), schedule), x_T, ts, schedule))
-        return probe.is_valid_face(probe.score(pparams, np.clip(x0, -1, 1), probs=True))
+    def fd(p):
+        x0 = np.clip(np.asarray(ddim_sample(clipped_eps_fn(eps_fn(model, p), schedule), x_T, ts, schedule)), -1, 1)
+        return probe.frechet_distance(probe.probe_features(pparams, jnp.asarray(x0)), data)
 
-    assert valid(params).sum() >= 3
     random_params = model.init(jax.random.PRNGKey(1), x_T[:1], jnp.zeros((1,), jnp.int32))["params"]
-    assert valid(random_params).sum() == 0
+    fd_shipped, fd_random = fd(params), fd(random_params)
+    print(f"\n[shipped DDPM] probe Fréchet distance, 32 clipped 20-step samples: {fd_shipped:.1f} "
+          f"(random init: {fd_random:.1f})", end="")
+    assert fd_shipped < 0.8 * fd_random
