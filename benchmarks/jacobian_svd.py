@@ -743,11 +743,13 @@ def render_report(res: dict) -> str:
     return "\n".join(head)
 
 
-def _jsonable(o):
+def jsonable(o):
+    """``o`` with NumPy scalars/arrays turned into Python numbers/lists and non-finite floats into strings
+    (what ``json.dump`` needs); shared by the benchmarks."""
     if isinstance(o, dict):
-        return {k: _jsonable(v) for k, v in o.items()}
+        return {k: jsonable(v) for k, v in o.items()}
     if isinstance(o, (list, tuple)):
-        return [_jsonable(v) for v in o]
+        return [jsonable(v) for v in o]
     if isinstance(o, (np.floating, np.integer)):
         return o.item()
     if isinstance(o, np.ndarray):
@@ -760,7 +762,7 @@ def _jsonable(o):
 def write_json(res: dict, path: str) -> None:
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path, "w") as fh:
-        json.dump(_jsonable(res), fh, indent=1)
+        json.dump(jsonable(res), fh, indent=1)
 
 
 def parse_args(argv=None):

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import os
 import platform
 import sys
@@ -58,7 +57,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks import torch_asyrp as TA  # noqa: E402
-from benchmarks.jacobian_svd import CELEBAHQ_UNET, SMOKE_UNET, TINY_UNET  # noqa: E402
+from benchmarks.jacobian_svd import CELEBAHQ_UNET, SMOKE_UNET, TINY_UNET, jsonable  # noqa: E402
 from jaxhspace.checkpoints import load_clip, load_unet  # noqa: E402
 from jaxhspace.diffusion.schedule import asyrp_timesteps, make_schedule  # noqa: E402
 from jaxhspace.editing import asyrp_edit as AE  # noqa: E402
@@ -485,23 +484,11 @@ def render_report(res: dict) -> str:
     return "\n".join(head)
 
 
-def _jsonable(o):
-    if isinstance(o, dict):
-        return {k: _jsonable(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_jsonable(v) for v in o]
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, float) and not math.isfinite(o):
-        return str(o)
-    return o
-
-
 def write_results(res: dict, json_path: str) -> tuple[str, str]:
     """``json_path`` and the markdown report beside it (same stem, ``.md``)."""
     os.makedirs(os.path.dirname(json_path) or ".", exist_ok=True)
     with open(json_path, "w") as fh:
-        json.dump(_jsonable(res), fh, indent=1)
+        json.dump(jsonable(res), fh, indent=1)
     md = os.path.splitext(json_path)[0] + ".md"
     with open(md, "w") as fh:
         fh.write(render_report(res) + "\n")
