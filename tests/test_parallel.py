@@ -167,15 +167,21 @@ def _worker() -> dict:
 import pytest  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def results():
+def run_on_fake_devices(script: str, timeout: int = 600) -> dict:
+    """Run ``script`` (a test file whose ``__main__`` prints ``RESULTS <json>``) with N_DEV fake CPU devices in a
+    fresh process and return the JSON."""
     env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={N_DEV}", JAX_PLATFORMS="cpu",
                PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__)], env=env, cwd=ROOT, capture_output=True,
-                          text=True, timeout=600)
+    proc = subprocess.run([sys.executable, os.path.abspath(script)], env=env, cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stderr[-4000:]
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULTS ")][-1]
     return json.loads(line[len("RESULTS "):])
+
+
+@pytest.fixture(scope="module")
+def results():
+    return run_on_fake_devices(__file__)
 
 
 def test_four_devices(results):

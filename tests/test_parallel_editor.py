@@ -5,11 +5,12 @@ L1, backprop through the UNet decoder and CLIP) wrapped by ``parallel.data_paral
 As in tests/test_parallel.py the multi-device work runs in one subprocess (XLA_FLAGS must precede importing jax)."""
 import json
 import os
-import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-N_DEV = 4
+sys.path.insert(0, ROOT)
+from tests.test_parallel import N_DEV, run_on_fake_devices  # noqa: E402
+
 TOL = 1e-5
 
 
@@ -73,13 +74,7 @@ import pytest  # noqa: E402
 
 @pytest.fixture(scope="module")
 def results():
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={N_DEV}", JAX_PLATFORMS="cpu",
-               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__)], env=env, cwd=ROOT, capture_output=True,
-                          text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULTS ")][-1]
-    return json.loads(line[len("RESULTS "):])
+    return run_on_fake_devices(__file__, timeout=900)
 
 
 def test_data_parallel_editor_steps_match_one_device(results):
@@ -89,5 +84,4 @@ def test_data_parallel_editor_steps_match_one_device(results):
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, ROOT)
     print("RESULTS " + json.dumps(_worker()), flush=True)
