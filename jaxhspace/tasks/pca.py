@@ -29,21 +29,13 @@ from jaxhspace.data.images import load_images, save_grid
 from jaxhspace.data.plots import save_line_plot
 from jaxhspace.diffusion.ddim import ddim_invert, ddim_sample
 from jaxhspace.diffusion.schedule import asyrp_timesteps
-from jaxhspace.directions import collect_h, mean_difference, pca
+from jaxhspace.directions import mean_difference, pca
 from jaxhspace.editing.asyrp_edit import TableDelta, asyrp_edit, invert, stack_deltas
 from jaxhspace.editing.scoring import factor_changes, load_default_probe
 from jaxhspace.models.functional import eps_fn
 from jaxhspace.tasks.common import write_metrics
 from jaxhspace.tasks.inputs import image_size, test_images
 from jaxhspace.world import load_model
-
-
-def trajectory_h(model, params, schedule, x0, grid):
-    """h at every grid timestep along the DDIM inversion of ``x0 [N,H,W,C]``: ``[S, N, h, w, C]`` for the
-    ascending ``grid [S]`` (h at grid[0] is taken on x0 itself)."""
-    _, traj = ddim_invert(eps_fn(model, params), jnp.asarray(x0), grid, schedule, return_trajectory=True)
-    xs = [jnp.asarray(x0)] + [traj["x"][i] for i in range(len(grid) - 1)]
-    return np.stack([collect_h(model, params, x, int(t)) for x, t in zip(xs, grid)])
 
 
 def _encoder(model):
@@ -57,7 +49,8 @@ def _chunked_h(fn, n: int, batch_size: int) -> np.ndarray:
 
 
 def inverted_h(model, params, schedule, x0, grid, batch_size: int = 16) -> np.ndarray:
-    """:func:`trajectory_h` in chunks of ``batch_size`` images, with one jitted encoder: ``[S, N, h, w, C]``."""
+    """h at every point of the ascending ``grid [S]`` along the DDIM inversion of ``x0 [N,H,W,C]`` (h at grid[0] is
+    taken on x0 itself), in chunks of ``batch_size`` images with one jitted encoder: ``[S, N, h, w, C]``."""
     f, enc = eps_fn(model, params), _encoder(model)
 
     def chunk(a, b):
@@ -93,7 +86,7 @@ def pca_data_h(config, model, params, schedule, grid):
     bs = int(config.get("pca_batch_size", 16))
     if source == "synthfaces":
         data, factors = synthfaces.generate(config.pca_data_seed, config.num_pca_samples, size=image_size(model))
-        H = trajectory_h(model, params, schedule, data, grid)
+        H = inverted_h(model, params, schedule, data, grid, bs)
         if not config.supervised_factor:
             return H, None, None
         f = synthfaces.FACTORS[config.supervised_factor]
