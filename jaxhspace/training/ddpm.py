@@ -33,14 +33,40 @@ class DDPMState:
     opt_state: optax.OptState
 
 
-def make_optimizer(lr: float, warmup_steps: int, grad_clip: float) -> optax.GradientTransformation:
-    """Adam with linear warm-up to ``lr`` and global-norm clipping (the usual DDPM recipe)."""
-    sched = optax.linear_schedule(0.0, lr, max(1, warmup_steps))
+def lr_schedule(lr: float, warmup_steps: int, refine_from_step: int | None = None, total_steps: int | None = None,
+                refine_final_lr: float | None = None) -> optax.Schedule:
+    """Linear warm-up to ``lr`` over ``warmup_steps``, then constant; with ``refine_from_step`` a cosine decay
+    from ``lr`` there to ``refine_final_lr`` at ``total_steps``."""
+    warm = optax.linear_schedule(0.0, lr, max(1, warmup_steps))
+    if refine_from_step is None:
+        return warm
+    n = max(1, int(total_steps) - int(refine_from_step))
+    decay = optax.cosine_decay_schedule(lr, n, alpha=float(refine_final_lr) / lr)
+    return optax.join_schedules([warm, optax.constant_schedule(lr), decay],
+                                [max(1, warmup_steps), int(refine_from_step)])
+
+
+def make_optimizer(lr: float, warmup_steps: int, grad_clip: float, refine_from_step: int | None = None,
+                   total_steps: int | None = None, refine_final_lr: float | None = None
+                   ) -> optax.GradientTransformation:
+    """Adam on :func:`lr_schedule` with global-norm clipping (the usual DDPM recipe). The optimizer state has
+    the same structure with or without a refine phase, so a plain-recipe checkpoint resumes into one."""
+    sched = lr_schedule(lr, warmup_steps, refine_from_step, total_steps, refine_final_lr)
     return optax.chain(optax.clip_by_global_norm(grad_clip), optax.adam(sched))
 
 
-def ddpm_loss(model: UNet2DModel, params, schedule: Schedule, x0: jax.Array, key: jax.Array) -> jax.Array:
-    """Simple DDPM loss E_{t,ε}‖ε − ε_θ(√ᾱ_t x0 + √(1−ᾱ_t) ε, t)‖² (Ho et al. eq. 14).
+def min_snr_weight(alphas_cumprod: jax.Array, gamma: float) -> jax.Array:
+    """Min-SNR-γ loss weight for ε-prediction, min(SNR_t, γ)/SNR_t with SNR_t = ᾱ_t/(1−ᾱ_t)
+    (Hang et al. 2023, "Efficient Diffusion Training via Min-SNR Weighting Strategy", eq. 7 in ε form).
+    It is 1 at low SNR (large t) and shrinks the easy high-SNR (small t) terms. ``alphas_cumprod``: [B]."""
+    snr = alphas_cumprod / (1.0 - alphas_cumprod)
+    return jnp.minimum(snr, gamma) / snr
+
+
+def ddpm_loss(model: UNet2DModel, params, schedule: Schedule, x0: jax.Array, key: jax.Array,
+              min_snr_gamma: jax.Array | float | None = None) -> jax.Array:
+    """Simple DDPM loss E_{t,ε}‖ε − ε_θ(√ᾱ_t x0 + √(1−ᾱ_t) ε, t)‖² (Ho et al. eq. 14), optionally
+    min-SNR-γ weighted per sample (:func:`min_snr_weight`; ``min_snr_gamma`` ≤ 0 or None = uniform).
 
     Args:
       x0: [B, H, W, C] clean images in [-1, 1].
@@ -53,19 +79,33 @@ def ddpm_loss(model: UNet2DModel, params, schedule: Schedule, x0: jax.Array, key
     a = schedule.alphas_cumprod[t][:, None, None, None]
     x_t = jnp.sqrt(a) * x0 + jnp.sqrt(1.0 - a) * eps
     pred = model.apply({"params": params}, x_t, t)
-    return jnp.mean((pred - eps) ** 2)
+    per_sample = jnp.mean((pred - eps) ** 2, axis=(1, 2, 3))
+    if min_snr_gamma is None:
+        return jnp.mean(per_sample)
+    w = min_snr_weight(a[:, 0, 0, 0], jnp.maximum(min_snr_gamma, 1e-6))
+    return jnp.mean(jnp.where(min_snr_gamma > 0, w, 1.0) * per_sample)
 
 
-def make_train_step(model: UNet2DModel, schedule: Schedule, optimizer, ema_decay: float, base_key: jax.Array):
+def make_train_step(model: UNet2DModel, schedule: Schedule, optimizer, ema_decay: float, base_key: jax.Array,
+                    refine_from_step: int | None = None, refine_min_snr_gamma: float = 0.0,
+                    refine_ema_decay: float | None = None):
     """Return a jitted ``step(state, x0) -> (state, loss)``; its randomness is ``fold_in(base_key, step)``
-    so a resumed run is bit-identical to an uninterrupted one. The state buffers are donated."""
+    so a resumed run is bit-identical to an uninterrupted one. The state buffers are donated.
+
+    From ``refine_from_step`` on (if given) the loss is min-SNR-``refine_min_snr_gamma`` weighted and the EMA
+    decay is ``refine_ema_decay``; both switch on the traced step, so one compiled step serves both phases."""
+    refine_at = jnp.iinfo(jnp.int32).max if refine_from_step is None else int(refine_from_step)
+    refine_ema = ema_decay if refine_ema_decay is None else float(refine_ema_decay)
 
     def step(state: DDPMState, x0: jax.Array):
         key = jax.random.fold_in(base_key, state.step)
-        loss, grads = jax.value_and_grad(lambda p: ddpm_loss(model, p, schedule, x0, key))(state.params)
+        refining = state.step >= refine_at
+        gamma = jnp.where(refining, float(refine_min_snr_gamma), 0.0)
+        decay = jnp.where(refining, refine_ema, ema_decay)
+        loss, grads = jax.value_and_grad(lambda p: ddpm_loss(model, p, schedule, x0, key, gamma))(state.params)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, state.ema_params, params)
+        ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, params)
         return DDPMState(state.step + 1, params, ema, opt_state), loss
 
     return jax.jit(step, donate_argnums=(0,))
@@ -92,13 +132,16 @@ def train_ddpm(config, workdir: str) -> dict:
     init_key, train_key = jax.random.split(key)
     dummy = jnp.zeros((1, size, size, ucfg.in_channels))
     params = model.init(init_key, dummy, jnp.zeros((1,), jnp.int32))["params"]
-    optimizer = make_optimizer(config.lr, config.warmup_steps, config.grad_clip)
+    refine_from = config.get("refine_from_step")
+    optimizer = make_optimizer(config.lr, config.warmup_steps, config.grad_clip, refine_from, config.total_steps,
+                               config.get("refine_final_lr", config.lr))
     state = DDPMState(jnp.array(0, jnp.int32), params, jax.tree.map(jnp.copy, params), optimizer.init(params))
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), every=config.checkpoint_every)
     state = ckpt.restore_or(state)
     start = int(state.step)
     n_params = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(state.params))
-    step_fn = make_train_step(model, schedule, optimizer, config.ema_decay, train_key)
+    step_fn = make_train_step(model, schedule, optimizer, config.ema_decay, train_key, refine_from,
+                              config.get("refine_min_snr_gamma", 0.0), config.get("refine_ema_decay"))
     log_path = os.path.join(workdir, "train_log.jsonl")
     t0, losses = time.time(), []
     bar = tqdm(range(start, config.total_steps), initial=start, total=config.total_steps, desc="ddpm", mininterval=5)
