@@ -122,3 +122,22 @@ def test_save_load_roundtrip_and_train_step(tmp_path):
                                rtol=1e-5, atol=1e-6)
     with pytest.raises(FileNotFoundError):
         pr.load_probe(str(tmp_path / "missing"))
+
+
+def test_in_distribution_accepts_data_rejects_non_faces(shipped):
+    """Ground truth: held-out SynthFaces are faces of the data distribution; pure noise, flat colour fields and
+    faces whose colour channels are permuted (the colour cast of a poor sampler) are not."""
+    model, params = shipped
+    gauss = pr.fit_feature_gaussian(params, model)
+    assert gauss.quantile == 0.99 and np.isfinite(gauss.threshold)
+    data, _ = sf.generate(4242, 512)
+    assert pr.in_distribution(params, data, gauss, model).mean() >= 0.97
+    rng = np.random.default_rng(0)
+    noise = np.clip(rng.standard_normal((64, 32, 32, 3)) * 0.5, -1, 1).astype(np.float32)
+    flat = np.broadcast_to(rng.uniform(-1, 1, (64, 1, 1, 3)), (64, 32, 32, 3)).astype(np.float32)
+    cast = data[:256, :, :, [2, 0, 1]]
+    assert not pr.in_distribution(params, noise, gauss, model).any()
+    assert not pr.in_distribution(params, flat, gauss, model).any()
+    assert pr.in_distribution(params, cast, gauss, model).mean() < 0.2
+    d = pr.feature_distance(params, data[:8], gauss, model)
+    assert d.shape == (8,) and np.all(d >= 0)

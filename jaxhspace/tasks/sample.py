@@ -44,7 +44,8 @@ def run(config, workdir: str) -> dict:
 
 def _probe_scores(x0: np.ndarray, data_seed: int = 12345) -> dict:
     """Probe metrics of samples x0 [N, S, S, 3] (if the probe is shipped): the share the probe calls a valid
-    face, and the Fréchet distance on probe features to N SynthFaces images (seed ``data_seed``), with the
+    face (every factor in range), the share whose probe features are typical of the data
+    (``probe.in_distribution``) and both, and the Fréchet distance on probe features to N SynthFaces images (seed ``data_seed``), with the
     same distance between two independent N-image data sets as the noise floor at this N."""
     from jaxhspace.world import DEFAULT_PROBE
 
@@ -54,7 +55,12 @@ def _probe_scores(x0: np.ndarray, data_seed: int = 12345) -> dict:
 
     model_p = probe.load_probe(DEFAULT_PROBE)
     scores = probe.score(model_p, jnp.asarray(x0), probs=True)
-    out = {"probe_valid_face_fraction": float(np.mean(probe.is_valid_face(scores)))}
+    valid = probe.is_valid_face(scores)
+    gauss = probe.fit_feature_gaussian(model_p)
+    typical = probe.in_distribution(model_p, x0, gauss)
+    out = {"probe_valid_face_fraction": float(np.mean(valid)),
+           "probe_in_distribution_fraction": float(np.mean(typical)),
+           "probe_valid_and_in_distribution_fraction": float(np.mean(valid & typical))}
     n = len(x0)
     if n >= 16:
         data_a, _ = synthfaces.generate(data_seed, n, size=x0.shape[1])
@@ -64,4 +70,5 @@ def _probe_scores(x0: np.ndarray, data_seed: int = 12345) -> dict:
         out["probe_frechet_distance_data_vs_data"] = probe.frechet_distance(feats[2], feats[1])
         data_valid = probe.is_valid_face(probe.score(model_p, jnp.asarray(data_a), probs=True))
         out["probe_valid_face_fraction_data"] = float(np.mean(data_valid))
+        out["probe_in_distribution_fraction_data"] = float(np.mean(probe.in_distribution(model_p, data_a, gauss)))
     return out
