@@ -30,6 +30,14 @@ def resolve_asset(path: str) -> str:
             return cand
     return path
 
+
+def portable_path(path: str) -> str:
+    """``path`` as recorded in metrics and editor metadata: shipped assets as ``assets/...`` (the form
+    :func:`resolve_asset` reads back on any machine), anything else unchanged."""
+    rel = os.path.relpath(os.path.abspath(path), ASSETS)
+    return path if rel.startswith("..") else os.path.join("assets", rel)
+
+
 TINY_RANDOM_UNET = dict(
     sample_size=32, in_channels=3, out_channels=3, block_out_channels=[32, 64, 64], layers_per_block=1,
     down_block_types=["DownBlock2D", "DownBlock2D", "AttnDownBlock2D"],
@@ -61,7 +69,7 @@ def load_model(model_path: str = "", seed: int = 0):
     path = model_path or (DEFAULT_DDPM if os.path.isdir(DEFAULT_DDPM) else "")
     if path:
         model, params = load_unet(path)
-        return model, params, load_schedule(path), path
+        return model, params, load_schedule(path), portable_path(path)
     warnings.warn("assets/ddpm_synthfaces is not there yet: using a randomly initialised tiny UNet "
                   "(samples will be noise). Train it with configs/ddpm_synthfaces.py.", stacklevel=2)
     model = UNet2DModel(UNetConfig.from_dict(TINY_RANDOM_UNET))
