@@ -1,9 +1,21 @@
-"""Train the shipped tiny DDPM on SynthFaces (32x32) and export it to assets/ddpm_synthfaces (diffusers format).
+"""Train the shipped tiny DDPMs on SynthFaces (32x32) and export them in diffusers format.
 
+    # the editing world's model, assets/ddpm_synthfaces (the first phase only):
+    python -m jaxhspace.main --config configs/ddpm_synthfaces.py --workdir runs/ddpm_synthfaces \
+        --config.total_steps=6000 --config.export_dir=assets/ddpm_synthfaces
+    # then the sampler, assets/ddpm_synthfaces_refined (same workdir: resumes at step 6000):
     python -m jaxhspace.main --config configs/ddpm_synthfaces.py --workdir runs/ddpm_synthfaces
 
 Re-running the same command resumes from the newest checkpoint in workdir/checkpoints; each run stops
 (after saving) at ``max_minutes``. The export happens once ``total_steps`` are done.
+
+Two phases: steps [0, refine_from_step) are the plain DDPM recipe (uniform ε-MSE, constant lr, EMA 0.995);
+from ``refine_from_step`` on the loss is min-SNR-5 weighted (Hang et al. 2023), the lr decays (cosine) to
+``refine_final_lr`` and the EMA decay is 0.999. The refine phase removed most of the colour casts of the
+6000-step model's samples: DDIM-50 (x0 clipped) probe-feature Fréchet distance 42 -> 7.6, faces the probe accepts
+(factors in range and features in-distribution) 10% -> 71% (README). The CLIP-trained editors, though, became
+erratic on the refined model (hair and background editors moved other factors), so the editing world
+(editors, demo, studies) stays on the 6000-step export.
 """
 import ml_collections
 
@@ -32,9 +44,13 @@ def get_config():
     c.warmup_steps = 200
     c.grad_clip = 1.0
     c.ema_decay = 0.995
-    c.total_steps = 6000
+    c.total_steps = 9000
+    c.refine_from_step = 6000
+    c.refine_min_snr_gamma = 5.0
+    c.refine_ema_decay = 0.999
+    c.refine_final_lr = 5e-5
     c.checkpoint_every = 250
     c.log_every = 25
     c.max_minutes = 55.0
-    c.export_dir = "assets/ddpm_synthfaces"
+    c.export_dir = "assets/ddpm_synthfaces_refined"
     return c

@@ -1,4 +1,7 @@
-"""DDIM samples from the shipped SynthFaces DDPM (or any diffusers UNet folder via model_path).
+"""DDIM samples from the shipped SynthFaces sampler DDPM (assets/ddpm_synthfaces_refined; or any diffusers UNet
+folder via model_path). Its best setting here is x0 clipping with η = 1 (README):
+    python -m jaxhspace.main --config configs/sample.py --workdir runs/sample --config.clip_sample=True --config.eta=1.0
+
 
     python -m jaxhspace.main --config configs/sample.py --workdir runs/sample
 """
@@ -8,7 +11,8 @@ import ml_collections
 def get_config():
     c = ml_collections.ConfigDict()
     c.task = "sample"
-    c.model_path = ""          # "" = assets/ddpm_synthfaces; or a diffusers UNet2DModel folder
+    c.model_path = "assets/ddpm_synthfaces_refined"  # the sampler DDPM; "" = assets/ddpm_synthfaces (the editing
+                                                     # world's 6000-step model); or a diffusers UNet2DModel folder
     c.seed = 0
     c.image_size = 32          # only used when the model config has no sample_size
     c.num_samples = 16

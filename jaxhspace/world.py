@@ -13,7 +13,8 @@ import jax
 import jax.numpy as jnp
 
 ASSETS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets")
-DEFAULT_DDPM = os.path.join(ASSETS, "ddpm_synthfaces")
+DEFAULT_DDPM = os.path.join(ASSETS, "ddpm_synthfaces")  # the editing world: 6000 steps; the editors were trained on it
+SAMPLER_DDPM = os.path.join(ASSETS, "ddpm_synthfaces_refined")  # the same run after 3000 refine steps: the sampler
 DEFAULT_CLIP = os.path.join(ASSETS, "clip_synthfaces")
 DEFAULT_PROBE = os.path.join(ASSETS, "probe")
 
@@ -60,6 +61,7 @@ def load_model(model_path: str = "", seed: int = 0):
     from jaxhspace.diffusion.schedule import make_schedule
     from jaxhspace.models.unet import UNet2DModel, UNetConfig
 
+    model_path = resolve_asset(model_path) if model_path else model_path
     if model_path and not os.path.isdir(model_path):
         raise ValueError(
             f"config.model_path={model_path!r} is not an existing folder. Pass a diffusers UNet2DModel folder "

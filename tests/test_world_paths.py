@@ -17,3 +17,9 @@ def test_portable_path_round_trips_through_resolve_asset(tmp_path, monkeypatch):
 def test_load_model_reports_portable_source():
     *_, source = world.load_model("")
     assert source == os.path.join("assets", "ddpm_synthfaces")
+
+
+def test_load_model_resolves_shipped_asset_paths_from_any_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    *_, source = world.load_model("assets/ddpm_synthfaces_refined")
+    assert source == os.path.join("assets", "ddpm_synthfaces_refined")
