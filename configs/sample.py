@@ -1,10 +1,9 @@
 """DDIM samples from the shipped SynthFaces sampler DDPM (assets/ddpm_synthfaces_refined; or any diffusers UNet
-folder via model_path). Its best setting here is x0 clipping with η = 1 (README: 92% of
-512 samples have every factor in range, probe FD 2.7 with a data floor of 1.0):
-    python -m jaxhspace.main --config configs/sample.py --workdir runs/sample --config.clip_sample=True --config.eta=1.0
-
+folder via model_path).
 
     python -m jaxhspace.main --config configs/sample.py --workdir runs/sample
+    # its best setting here (README: 92% of 512 samples have every factor in range, probe FD 2.7, data floor 1.0):
+    python -m jaxhspace.main --config configs/sample.py --workdir runs/sample --config.clip_sample=True --config.eta=1.0
 """
 import ml_collections
 
