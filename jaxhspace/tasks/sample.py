@@ -45,8 +45,9 @@ def run(config, workdir: str) -> dict:
 def _probe_scores(x0: np.ndarray, data_seed: int = 12345) -> dict:
     """Probe metrics of samples x0 [N, S, S, 3] (if the probe is shipped): the share the probe calls a valid
     face (every factor in range), the share whose probe features are typical of the data
-    (``probe.in_distribution``) and both, and the Fréchet distance on probe features to N SynthFaces images (seed ``data_seed``), with the
-    same distance between two independent N-image data sets as the noise floor at this N."""
+    (``probe.in_distribution``) and both; and the Fréchet distance on probe features to N SynthFaces images
+    (seed ``data_seed``), with the same distance between two independent N-image data sets as the noise
+    floor at this N."""
     from jaxhspace.world import DEFAULT_PROBE
 
     if not os.path.isdir(DEFAULT_PROBE) or x0.shape[1] not in (32, 64):

@@ -57,7 +57,7 @@ def make_optimizer(lr: float, warmup_steps: int, grad_clip: float, refine_from_s
 
 def min_snr_weight(alphas_cumprod: jax.Array, gamma: float) -> jax.Array:
     """Min-SNR-γ loss weight for ε-prediction, min(SNR_t, γ)/SNR_t with SNR_t = ᾱ_t/(1−ᾱ_t)
-    (Hang et al. 2023, "Efficient Diffusion Training via Min-SNR Weighting Strategy", eq. 7 in ε form).
+    (Hang et al. 2023, "Efficient Diffusion Training via Min-SNR Weighting Strategy", ε-prediction form).
     It is 1 at low SNR (large t) and shrinks the easy high-SNR (small t) terms. ``alphas_cumprod``: [B]."""
     snr = alphas_cumprod / (1.0 - alphas_cumprod)
     return jnp.minimum(snr, gamma) / snr
