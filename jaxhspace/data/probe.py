@@ -303,6 +303,15 @@ class FeatureGaussian:
     threshold: float
     quantile: float
 
+    def distance(self, feats) -> np.ndarray:
+        """Squared Mahalanobis distance [N] of probe features [N, D] (:func:`probe_features`) to the Gaussian."""
+        d = np.asarray(feats, np.float64) - self.mean
+        return np.einsum("nd,de,ne->n", d, self.precision, d)
+
+    def contains(self, feats) -> np.ndarray:
+        """bool [N]: features [N, D] inside the ``quantile`` ball (see :func:`in_distribution`)."""
+        return self.distance(feats) <= self.threshold
+
 
 def fit_feature_gaussian(params, model: ProbeCNN | None = None, n_fit: int = 4096, n_calib: int = 1024,
                          quantile: float = 0.99, seed: int = 777, ridge: float = 1e-4) -> FeatureGaussian:
@@ -320,15 +329,14 @@ def fit_feature_gaussian(params, model: ProbeCNN | None = None, n_fit: int = 409
 
 def feature_distance(params, images, gauss: FeatureGaussian, model: ProbeCNN | None = None) -> np.ndarray:
     """Squared Mahalanobis distance [N] of the probe features of images [N, 32|64, 32|64, 3] to ``gauss``."""
-    d = probe_features(params, images, model).astype(np.float64) - gauss.mean
-    return np.einsum("nd,de,ne->n", d, gauss.precision, d)
+    return gauss.distance(probe_features(params, images, model))
 
 
 def in_distribution(params, images, gauss: FeatureGaussian, model: ProbeCNN | None = None) -> np.ndarray:
     """bool [N]: the image's probe features lie inside the data's ``gauss.quantile`` Mahalanobis ball. Stricter
     than :func:`is_valid_face`, which only asks that each factor be read in range: a face with a colour cast
     over skin, hair and background reads as *some* skin tone and hair colour but its features are atypical."""
-    return feature_distance(params, images, gauss, model) <= gauss.threshold
+    return gauss.contains(probe_features(params, images, model))
 
 
 # ---------------------------------------------------------------- validity and edit effects

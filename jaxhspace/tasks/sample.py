@@ -58,7 +58,8 @@ def _probe_scores(x0: np.ndarray, data_seed: int = 12345) -> dict:
     scores = probe.score(model_p, jnp.asarray(x0), probs=True)
     valid = probe.is_valid_face(scores)
     gauss = probe.fit_feature_gaussian(model_p)
-    typical = probe.in_distribution(model_p, x0, gauss)
+    feats_x = probe.probe_features(model_p, jnp.asarray(x0))
+    typical = gauss.contains(feats_x)
     out = {"probe_valid_face_fraction": float(np.mean(valid)),
            "probe_in_distribution_fraction": float(np.mean(typical)),
            "probe_valid_and_in_distribution_fraction": float(np.mean(valid & typical))}
@@ -66,10 +67,10 @@ def _probe_scores(x0: np.ndarray, data_seed: int = 12345) -> dict:
     if n >= 16:
         data_a, _ = synthfaces.generate(data_seed, n, size=x0.shape[1])
         data_b, _ = synthfaces.generate(data_seed + 1, n, size=x0.shape[1])
-        feats = [probe.probe_features(model_p, jnp.asarray(a)) for a in (x0, data_a, data_b)]
-        out["probe_frechet_distance"] = probe.frechet_distance(feats[0], feats[1])
-        out["probe_frechet_distance_data_vs_data"] = probe.frechet_distance(feats[2], feats[1])
+        feats_a, feats_b = (probe.probe_features(model_p, jnp.asarray(a)) for a in (data_a, data_b))
+        out["probe_frechet_distance"] = probe.frechet_distance(feats_x, feats_a)
+        out["probe_frechet_distance_data_vs_data"] = probe.frechet_distance(feats_b, feats_a)
         data_valid = probe.is_valid_face(probe.score(model_p, jnp.asarray(data_a), probs=True))
         out["probe_valid_face_fraction_data"] = float(np.mean(data_valid))
-        out["probe_in_distribution_fraction_data"] = float(np.mean(probe.in_distribution(model_p, data_a, gauss)))
+        out["probe_in_distribution_fraction_data"] = float(np.mean(gauss.contains(feats_a)))
     return out
