@@ -61,7 +61,7 @@ def load_model(model_path: str = "", seed: int = 0):
     from jaxhspace.diffusion.schedule import make_schedule
     from jaxhspace.models.unet import UNet2DModel, UNetConfig
 
-    model_path = resolve_asset(model_path) if model_path else model_path
+    model_path = resolve_asset(model_path)
     if model_path and not os.path.isdir(model_path):
         raise ValueError(
             f"config.model_path={model_path!r} is not an existing folder. Pass a diffusers UNet2DModel folder "
