@@ -64,9 +64,9 @@ def min_snr_weight(alphas_cumprod: jax.Array, gamma: float) -> jax.Array:
 
 
 def ddpm_loss(model: UNet2DModel, params, schedule: Schedule, x0: jax.Array, key: jax.Array,
-              min_snr_gamma: jax.Array | float | None = None) -> jax.Array:
+              min_snr_gamma: jax.Array | float = 0.0) -> jax.Array:
     """Simple DDPM loss E_{t,ε}‖ε − ε_θ(√ᾱ_t x0 + √(1−ᾱ_t) ε, t)‖² (Ho et al. eq. 14), optionally
-    min-SNR-γ weighted per sample (:func:`min_snr_weight`; ``min_snr_gamma`` ≤ 0 or None = uniform).
+    min-SNR-γ weighted per sample (:func:`min_snr_weight`; ``min_snr_gamma`` ≤ 0 = uniform).
 
     Args:
       x0: [B, H, W, C] clean images in [-1, 1].
@@ -80,8 +80,6 @@ def ddpm_loss(model: UNet2DModel, params, schedule: Schedule, x0: jax.Array, key
     x_t = jnp.sqrt(a) * x0 + jnp.sqrt(1.0 - a) * eps
     pred = model.apply({"params": params}, x_t, t)
     per_sample = jnp.mean((pred - eps) ** 2, axis=(1, 2, 3))
-    if min_snr_gamma is None:
-        return jnp.mean(per_sample)
     w = min_snr_weight(a[:, 0, 0, 0], jnp.maximum(min_snr_gamma, 1e-6))
     return jnp.mean(jnp.where(min_snr_gamma > 0, w, 1.0) * per_sample)
 
