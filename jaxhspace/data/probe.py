@@ -4,8 +4,8 @@ Used to score edits (did the target factor move? did others leak?), the validity
 (``is_valid_face``: every factor read in range; ``in_distribution``: penultimate features within the data's
 99% Mahalanobis ball) and, through its penultimate features, a Fréchet distance between image sets.
 
-Train and ship the default weights (CPU: 2.6 min wall on the 2-core machine alone; held-out R² >= 0.986 for
-continuous factors, accuracy 1.0 otherwise; 0.9 MB float32):
+Train and ship the default weights (CPU: 7.7 min wall on 2 cores shared with other jobs, 3.3 min CPU time;
+held-out R² >= 0.987 for continuous factors, accuracy 1.0 otherwise; 0.9 MB float32):
 
     PYTHONPATH=. python -m jaxhspace.data.probe --out assets/probe --steps 1500 --batch 64 --lr 0.002 --seed 0
 

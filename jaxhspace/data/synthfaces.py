@@ -8,8 +8,7 @@ signed-distance shapes (edge alpha = clip(0.5 - d / pixel_width, 0, 1)), vectori
     captions(factors)[0]  # e.g. 'a smiling face with blue hair, big eyes and glasses on a gray background'
 
 Factors (all sampled independently, uniformly; see ``FACTORS``):
-  smile        continuous [-1, 1]  mouth curvature: -1 corners down (frown), +1 corners up (smile); smiles
-                                   also widen and open the mouth (teeth) and raise rosy cheeks
+  smile        continuous [-1, 1]  mouth curvature: -1 corners down (frown), +1 corners up (smile)
   skin_tone    continuous [0, 1]   skin colour along a pale -> tan -> brown palette (hue and lightness co-vary)
   eye_size     continuous [0, 1]   eye radius, 0.10 -> 0.23 of the face height
   face_size    continuous [0, 1]   face radius
@@ -82,8 +81,6 @@ _SHIRT_RGB = np.array([0.28, 0.30, 0.36], np.float32)
 _EYE_WHITE = np.array([0.98, 0.98, 0.98], np.float32)
 _PUPIL = np.array([0.08, 0.07, 0.12], np.float32)
 _MOUTH = np.array([0.55, 0.08, 0.12], np.float32)
-_TEETH = np.array([0.96, 0.95, 0.90], np.float32)
-_CHEEK = np.array([0.93, 0.40, 0.42], np.float32)
 _FRAME = np.array([0.04, 0.04, 0.05], np.float32)
 _CHUNK = 128  # images rendered at once (keeps the [chunk, H, W] temporaries cache-sized)
 
@@ -174,15 +171,6 @@ def _mouth(x, y, half_w, amp, half_thick):
     return d - half_thick
 
 
-def _grin(x, y, half_w, amp, depth):
-    """Open mouth: the region below the lip curve y = amp * (0.5 - (x / half_w)^2) and above that curve pushed
-    down by depth * (1 - (x / half_w)^2) (a crescent, deepest at the centre; empty where depth = 0). The
-    distance is the vertical gap, a cheap bound that is exact enough for one-pixel anti-aliasing."""
-    u = 1.0 - (x / half_w) ** 2
-    top = amp * (u - 0.5)
-    return np.maximum(np.maximum(top - y, y - (top + depth * u)), -u * half_w)
-
-
 def _skin_rgb(tone):
     """[N] tone in [0, 1] -> [N, 3] colour, piecewise-linear along ``_SKIN_RGB``."""
     t = np.clip(tone, 0.0, 1.0) * (len(_SKIN_RGB) - 1)
@@ -211,11 +199,10 @@ def _render_chunk(f: dict, size: int) -> np.ndarray:
     tmp = np.empty((n, size, size), np.float32)
 
     def paint(d, rgb, opacity=1.0):
-        """Alpha-blend colour rgb ([N, 3] or [3]) where d < 0, anti-aliased over one pixel; opacity is a
-        scalar or per image [N, 1, 1]."""
+        """Alpha-blend colour rgb ([N, 3] or [3]) where d < 0, anti-aliased over one pixel."""
         a = np.clip(0.5 - d * inv_pw, 0.0, 1.0).astype(np.float32, copy=False)
-        if np.ndim(opacity) or opacity != 1.0:
-            a = a * np.asarray(opacity, np.float32)
+        if opacity != 1.0:
+            a *= np.float32(opacity)
         a = np.broadcast_to(a, tmp.shape)
         rgb = np.asarray(rgb, np.float32)
         for c in range(3):
@@ -242,19 +229,9 @@ def _render_chunk(f: dict, size: int) -> np.ndarray:
     for sx in (-1.0, 1.0):
         paint(_ellipse(x - sx * ex, y - ey, er, 0.9 * er), _EYE_WHITE)
         paint(_circle(x - sx * ex, y - ey, 0.55 * er), _PUPIL)
-    # Mouth: a lip line whose corners go up for smile > 0 (signed amplitude); smiles also widen it and open it
-    # into a grin showing teeth, so smile is a large visible change (as on real faces) rather than a few pixels.
-    smile = col(f["smile"])
-    grin = np.maximum(smile, 0.0)
-    half_w = (0.46 + 0.14 * grin) * rx
-    amp = 0.24 * ry * smile
-    my = y - 0.48 * ry
-    open_depth = 0.50 * ry * grin
-    paint(_grin(x, my, half_w, amp, open_depth), _MOUTH)
-    paint(_grin(x, my, 0.86 * half_w, amp, 0.45 * open_depth), _TEETH)
-    paint(_mouth(x, my, half_w, amp, 0.05 * ry + 0.35 * pw), _MOUTH)
-    for sx in (-1.0, 1.0):  # smiles raise rosy cheeks
-        paint(_ellipse(x - sx * 0.58 * rx, y - 0.22 * ry, 0.20 * rx, 0.14 * ry), _CHEEK, opacity=0.6 * grin)
+    # Mouth: corners up for smile > 0 (the curve's amplitude is signed).
+    amp = 0.26 * ry * col(f["smile"])
+    paint(_mouth(x, y - 0.50 * ry, 0.40 * rx, amp, 0.045 * ry + 0.35 * pw), _MOUTH)
     # Glasses (tinted lenses, rims, bridge) only on faces with glasses == 1.
     on = col(f["glasses"]).astype(np.float32)
     gr, gt = 0.28 * ry, 0.03 * ry + 0.25 * pw
