@@ -65,9 +65,18 @@ def _threads_from_argv(argv) -> int:
     return 1
 
 
+def _pin_to_cpus(threads: int) -> None:
+    """Restrict this process to ``threads`` CPUs (Linux). XLA's CPU thread pools ignore the flags of
+    :func:`_xla_thread_flags` in current jax (JAX used both cores with them), so a fair one-thread comparison
+    needs the affinity; set it before jax and torch start their threads, which inherit it."""
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:max(1, threads)])
+
+
 if __name__ == "__main__" and "jax" not in sys.modules:
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " "
                                + _xla_thread_flags(_threads_from_argv(sys.argv[1:]))).strip()
+    _pin_to_cpus(_threads_from_argv(sys.argv[1:]))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -605,6 +614,11 @@ def per_triplet_table(rows: list, gt: dict, k: int) -> str:
     return "\n".join(lines)
 
 
+def _cpus_usable() -> int:
+    """CPUs this process may run on (its affinity; ``os.cpu_count()`` where affinity is unknown)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
 def environment(fe: dict) -> dict:
     import diffusers
     import flax
@@ -616,7 +630,7 @@ def environment(fe: dict) -> dict:
         python=platform.python_version(), machine=platform.processor() or platform.machine(),
         versions=dict(jax=jax.__version__, flax=flax.__version__, torch=torch.__version__,
                       diffusers=diffusers.__version__, scipy=scipy.__version__, numpy=np.__version__),
-        threads=dict(cpu_count=os.cpu_count(), torch_num_threads=torch.get_num_threads(),
+        threads=dict(cpu_count=os.cpu_count(), cpus_usable=_cpus_usable(), torch_num_threads=torch.get_num_threads(),
                      torch_interop_threads=torch.get_num_interop_threads(),
                      xla_flags=os.environ.get("XLA_FLAGS", "")),
         loadavg_start=list(os.getloadavg()), **fe,
@@ -729,7 +743,8 @@ def render_report(res: dict) -> str:
         + (f"; σ_{res['k'] + 1}/σ_{res['k']} = {gt['gap_k1_over_k']:.4f}" if gt["gap_k1_over_k"] else ""),
         f"FE (one encoder forward): torch {env['fe_s_torch'] * 1e3:.1f} ms, JAX {env['fe_s_jax'] * 1e3:.1f} ms; "
         f"JAX linearize {res['jax_linearize_s']['warm']:.2f} s (first {res['jax_linearize_s']['first']:.2f} s); "
-        f"threads torch {env['threads']['torch_num_threads']} / cpus {env['threads']['cpu_count']}; "
+        f"threads torch {env['threads']['torch_num_threads']} / cpus usable {env['threads']['cpus_usable']} "
+        f"of {env['threads']['cpu_count']}; "
         f"load avg {env['loadavg_start'][0]:.1f}→{env['loadavg_end'][0]:.1f}",
         "",
         markdown_table(res["rows"]),
@@ -779,9 +794,9 @@ def parse_args(argv=None):
     p.add_argument("--no-subspace", action="store_true", help="skip our subspace iteration (as costly as the official)")
     p.add_argument("--dense-budget", type=float, default=300.0, help="seconds allowed for the dense ground truth")
     p.add_argument("--threads", type=int, default=1,
-                   help="torch threads = XLA intra-op threads (XLA_FLAGS set before jax is imported when run "
-                        "as a module). Default 1: on a shared, oversubscribed machine torch's 2-thread OpenMP "
-                        "pool ran ~10x slower than 1 thread")
+                   help="CPUs for both frameworks: torch threads, XLA flags and, when run as a module, the "
+                        "process's CPU affinity (set before jax/torch start). Default 1: on a shared, "
+                        "oversubscribed machine torch's 2-thread OpenMP pool ran ~10x slower than 1 thread")
     p.add_argument("--out", default=None)
     return p.parse_args(argv)
 

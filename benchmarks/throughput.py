@@ -50,6 +50,8 @@ if __name__ == "__main__" and "jax" not in sys.modules:  # XLA's intra-op pool =
     _n = _threads_from_argv(sys.argv[1:])
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + f" --xla_cpu_multi_thread_eigen="
                                f"{'true' if _n > 1 else 'false'} intra_op_parallelism_threads={_n}").strip()
+    if hasattr(os, "sched_setaffinity"):  # XLA's CPU pools ignore those flags; the affinity binds them (as jacobian_svd)
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:max(1, _n)])
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -392,7 +394,9 @@ def environment(threads: int) -> dict:
                 versions=dict(jax=jax.__version__, flax=flax.__version__, torch=torch.__version__,
                               diffusers=diffusers.__version__, transformers=transformers.__version__,
                               numpy=np.__version__),
-                threads=dict(requested=threads, cpu_count=os.cpu_count(), torch_num_threads=torch.get_num_threads(),
+                threads=dict(requested=threads, cpu_count=os.cpu_count(),
+                             cpus_usable=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+                             torch_num_threads=torch.get_num_threads(),
                              torch_interop_threads=torch.get_num_interop_threads(),
                              xla_flags=os.environ.get("XLA_FLAGS", "")),
                 loadavg_start=list(os.getloadavg()))
