@@ -50,7 +50,7 @@ if __name__ == "__main__" and "jax" not in sys.modules:  # XLA's intra-op pool =
     _n = _threads_from_argv(sys.argv[1:])
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + f" --xla_cpu_multi_thread_eigen="
                                f"{'true' if _n > 1 else 'false'} intra_op_parallelism_threads={_n}").strip()
-    if hasattr(os, "sched_setaffinity"):  # XLA's CPU pools ignore those flags; the affinity binds them (as jacobian_svd)
+    if hasattr(os, "sched_setaffinity"):  # XLA ignores those flags; the affinity binds it (as jacobian_svd)
         os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:max(1, _n)])
 
 import jax  # noqa: E402
