@@ -50,33 +50,10 @@ import time
 from typing import Optional
 
 
-def _xla_thread_flags(threads: int) -> str:
-    """XLA CPU flags limiting its intra-op pool to ``threads`` (must be set before jax is imported)."""
-    multi = "true" if threads > 1 else "false"
-    return f"--xla_cpu_multi_thread_eigen={multi} intra_op_parallelism_threads={threads}"
-
-
-def _threads_from_argv(argv) -> int:
-    for i, a in enumerate(argv):
-        if a.startswith("--threads="):
-            return int(a.split("=", 1)[1])
-        if a == "--threads" and i + 1 < len(argv):
-            return int(argv[i + 1])
-    return 1
-
-
-def _pin_to_cpus(threads: int) -> None:
-    """Restrict this process to ``threads`` CPUs (Linux). XLA's CPU thread pools ignore the flags of
-    :func:`_xla_thread_flags` in current jax (JAX used both cores with them), so a fair one-thread comparison
-    needs the affinity; set it before jax and torch start their threads, which inherit it."""
-    if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:max(1, threads)])
-
+from benchmarks.cpu_threads import cpus_usable, limit_cpu_threads  # noqa: E402  (imports no jax/torch)
 
 if __name__ == "__main__" and "jax" not in sys.modules:
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " "
-                               + _xla_thread_flags(_threads_from_argv(sys.argv[1:]))).strip()
-    _pin_to_cpus(_threads_from_argv(sys.argv[1:]))
+    limit_cpu_threads(sys.argv[1:])
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -614,11 +591,6 @@ def per_triplet_table(rows: list, gt: dict, k: int) -> str:
     return "\n".join(lines)
 
 
-def _cpus_usable() -> int:
-    """CPUs this process may run on (its affinity; ``os.cpu_count()`` where affinity is unknown)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-
-
 def environment(fe: dict) -> dict:
     import diffusers
     import flax
@@ -630,7 +602,7 @@ def environment(fe: dict) -> dict:
         python=platform.python_version(), machine=platform.processor() or platform.machine(),
         versions=dict(jax=jax.__version__, flax=flax.__version__, torch=torch.__version__,
                       diffusers=diffusers.__version__, scipy=scipy.__version__, numpy=np.__version__),
-        threads=dict(cpu_count=os.cpu_count(), cpus_usable=_cpus_usable(), torch_num_threads=torch.get_num_threads(),
+        threads=dict(cpu_count=os.cpu_count(), cpus_usable=cpus_usable(), torch_num_threads=torch.get_num_threads(),
                      torch_interop_threads=torch.get_num_interop_threads(),
                      xla_flags=os.environ.get("XLA_FLAGS", "")),
         loadavg_start=list(os.getloadavg()), **fe,

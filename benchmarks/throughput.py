@@ -37,21 +37,10 @@ import tempfile
 import time
 
 
-def _threads_from_argv(argv) -> int:
-    for i, a in enumerate(argv):
-        if a.startswith("--threads="):
-            return int(a.split("=", 1)[1])
-        if a == "--threads" and i + 1 < len(argv):
-            return int(argv[i + 1])
-    return 1
-
+from benchmarks.cpu_threads import cpus_usable, limit_cpu_threads  # noqa: E402  (imports no jax/torch)
 
 if __name__ == "__main__" and "jax" not in sys.modules:  # XLA's intra-op pool = torch threads (as jacobian_svd)
-    _n = _threads_from_argv(sys.argv[1:])
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + f" --xla_cpu_multi_thread_eigen="
-                               f"{'true' if _n > 1 else 'false'} intra_op_parallelism_threads={_n}").strip()
-    if hasattr(os, "sched_setaffinity"):  # XLA ignores those flags; the affinity binds it (as jacobian_svd)
-        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:max(1, _n)])
+    limit_cpu_threads(sys.argv[1:])
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -395,7 +384,7 @@ def environment(threads: int) -> dict:
                               diffusers=diffusers.__version__, transformers=transformers.__version__,
                               numpy=np.__version__),
                 threads=dict(requested=threads, cpu_count=os.cpu_count(),
-                             cpus_usable=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+                             cpus_usable=cpus_usable(),
                              torch_num_threads=torch.get_num_threads(),
                              torch_interop_threads=torch.get_num_interop_threads(),
                              xla_flags=os.environ.get("XLA_FLAGS", "")),
