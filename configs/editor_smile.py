@@ -18,9 +18,9 @@ A bigger smile did not fix it (tried and reverted, commit 83bd3b3): with smiles 
 fine-tuned to it (6000 -> 7500 steps), ten editor variants (λ_L1 3/5/10/30, t_edit 500/300/200, lr 0.5/0.25,
 1 or 3 epochs, "a frowning face" or "a neutral face" source) moved smile by at most +0.28 at s = 0.5
 (fraction of the full range), never with the other factors moving less than half as much (best: +0.28 with
-hair 0.38; at s = 1 the leakage was ≥ 0.44 in every variant); the edits redden the hair along with the grin. The supervised mean-difference Δh of smiling vs frowning faces
-(configs/pca.py) moved glasses (0.50) more than smile (0.14) at scale 2: in this tiny DDPM, smile is not a
-clean linear direction of h.
+hair 0.38; at s = 1 the leakage was ≥ 0.44 in every variant); the edits redden the hair along with the grin.
+The supervised mean-difference Δh of smiling vs frowning faces (configs/pca.py) moved glasses (0.50) more
+than smile (0.14) at scale 2: in this tiny DDPM, smile is not a clean linear direction of h.
 """
 from configs.asyrp_train import get_config as base_config
 

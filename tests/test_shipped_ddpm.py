@@ -1,7 +1,8 @@
 """The shipped SynthFaces DDPMs (diffusers folder format): assets/ddpm_synthfaces (the editing world, 6000 steps)
 and assets/ddpm_synthfaces_refined (the sampler, +3000 refine steps) load through our converter and through
 diffusers itself with the same ε, their scheduler_config.json is diffusers' DDIMScheduler config, and the
-sampler's 20-step DDIM samples from a fixed seed include faces the probe accepts, where a random init's include none."""
+sampler's 20-step DDIM samples from a fixed seed include faces the probe accepts, where a random init's include
+none."""
 import os
 
 import jax
@@ -54,9 +55,9 @@ def test_twenty_step_samples_are_faces_a_random_init_never_makes(shipped):
     """20-step DDIM (x0 clipped, diffusers clip_sample=True), 32 samples from seed 0, scored by the probe (an
     independent model): a sample counts as a face when every factor is read in range *and* its probe features lie
     in the data's 99% Mahalanobis ball (``probe.in_distribution``; the per-factor check alone also accepts a third
-    of a random UNet's clipped samples). Measured: the sampler 23 of 32 (the 6000-step editing model: 4), random init 0 of 32 (guarded at
-    MIN_FACES = 16); and the
-    Fréchet distance on probe features to 32 SynthFaces faces is well below the random init's."""
+    of a random UNet's clipped samples). Measured: the sampler 23 of 32 (the 6000-step editing model: 4), random
+    init 0 of 32 (guarded at MIN_FACES = 16); and the Fréchet distance on probe features to 32 SynthFaces faces
+    is well below the random init's."""
     from jaxhspace.data import synthfaces
 
     model, params, schedule = shipped
@@ -68,8 +69,9 @@ def test_twenty_step_samples_are_faces_a_random_init_never_makes(shipped):
 
     def score(p):
         x0 = np.clip(np.asarray(ddim_sample(clipped_eps_fn(eps_fn(model, p), schedule), x_T, ts, schedule)), -1, 1)
-        faces = probe.is_valid_face(probe.score(pparams, x0, probs=True)) & probe.in_distribution(pparams, x0, gauss)
-        return int(faces.sum()), probe.frechet_distance(probe.probe_features(pparams, jnp.asarray(x0)), data)
+        feats = probe.probe_features(pparams, jnp.asarray(x0))
+        faces = probe.is_valid_face(probe.score(pparams, x0, probs=True)) & gauss.contains(feats)
+        return int(faces.sum()), probe.frechet_distance(feats, data)
 
     random_params = model.init(jax.random.PRNGKey(1), x_T[:1], jnp.zeros((1,), jnp.int32))["params"]
     (n_shipped, fd_shipped), (n_random, fd_random) = score(params), score(random_params)
