@@ -13,6 +13,7 @@ from typing import Any, Optional, Union
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxhspace.models.bottleneck import Bottleneck
 from jaxhspace.models.blocks import (
     SUPPORTED_ACTIVATIONS, AttnDownBlock2D, AttnUpBlock2D, DownBlock2D, UNetMidBlock2D, UpBlock2D, conv, group_norm)
 from jaxhspace.models.embeddings import TimestepEmbedding, Timesteps
@@ -213,7 +214,7 @@ class UNet2DModel(nn.Module):
             raise ValueError(f"t must be a scalar or of shape [B]=[{b}], got shape {t.shape}")
         return x, jnp.broadcast_to(t.reshape(-1) if t.ndim else t, (b,))
 
-    def encode(self, x: Array, t) -> tuple[Array, tuple[Array, ...], Array]:
+    def encode(self, x: Array, t) -> Bottleneck:
         """Down path and mid block.
 
         Args:
@@ -221,7 +222,7 @@ class UNet2DModel(nn.Module):
           t: ``[B]`` or scalar timesteps (int or float).
 
         Returns:
-          ``(h, skips, temb)``: h ``[B, H/2^n, W/2^n, C_mid]`` (mid-block output), skips (tuple of
+          :class:`Bottleneck` ``(h, skips, temb)``: h ``[B, H/2^n, W/2^n, C_mid]`` (mid-block output), skips (tuple of
           NHWC residual tensors, conv_in output first), temb ``[B, time_embed_dim]``.
         """
         x, t = self._check_inputs(x, t)
@@ -234,7 +235,7 @@ class UNet2DModel(nn.Module):
             h, res = block(h, temb)
             skips += res
         h = self.mid_block(h, temb)
-        return h, skips, temb
+        return Bottleneck(h, skips, temb)
 
     def decode(self, h: Array, skips: tuple[Array, ...], temb: Array) -> Array:
         """Up path from the h-space.
