@@ -81,12 +81,16 @@ class ResnetBlock2D(nn.Module):
         if self.in_channels != self.out_channels:
             self.conv_shortcut = conv(self.out_channels, 1, self.dtype)
 
-    def __call__(self, x: Array, temb: Array) -> Array:
+    def __call__(self, x: Array, temb: Optional[Array]) -> Array:
+        """``temb=None``: no time embedding (diffusers ``temb_channels=None``, VAE blocks; ``time_emb_proj`` is
+        never called, so it has no params)."""
         act = get_activation(self.act_fn)
         h = self.conv1(act(self.norm1(x)))
-        t = self.time_emb_proj(act(temb))[:, None, None, :]
+        t = None if temb is None else self.time_emb_proj(act(temb))[:, None, None, :]
         if self.time_embedding_norm == "default":
-            h = self.norm2(h + t)
+            h = self.norm2(h if t is None else h + t)
+        elif t is None:
+            raise ValueError(f"temb=None needs time_embedding_norm='default', got {self.time_embedding_norm!r}")
         else:
             scale, shift = jnp.split(t, 2, axis=-1)
             h = self.norm2(h) * (1 + scale) + shift
