@@ -27,7 +27,7 @@ from flax import traverse_util
 from jaxhspace.checkpoints.common import (
     atomic_directory, find_weights_file, params_to_state_dict, read_json, read_state_dict, restore_params,
     save_params, save_state_dict_safetensors, state_dict_to_params, write_json)
-from jaxhspace.models.clip import CLIPConfig, CLIPModel, clip_param_shapes
+from jaxhspace.models.clip import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPTextModel, clip_param_shapes
 
 FORMAT_KEY = "_jaxhspace_format"
 CONVERTED_FORMAT = "orbax"
@@ -115,6 +115,54 @@ def load_clip(path) -> tuple[CLIPModel, dict]:
     else:
         params = jax.tree_util.tree_map(jnp.asarray, state_dict_to_clip_params(model, _read_weights(folder)))
     return model, params
+
+
+TEXT_PREFIX = "text_model."
+
+
+def clip_text_param_shapes(model: CLIPTextModel) -> dict:
+    """Param tree of a :class:`CLIPTextModel` as ``jax.ShapeDtypeStruct`` leaves (no allocation)."""
+    ids = jnp.zeros((1, 1), jnp.int32)
+    return jax.eval_shape(lambda r: model.init(r, ids)["params"], jax.random.PRNGKey(0))
+
+
+def state_dict_to_clip_text_params(model: CLIPTextModel, state_dict: dict) -> dict:
+    """transformers ``CLIPTextModel`` state dict -> Flax params of :class:`CLIPTextModel`.
+
+    Accepts both key spellings: ``text_model.encoder.layers.0...`` (checkpoints saved by transformers 4.x, e.g.
+    every Stable Diffusion ``text_encoder/``) and ``encoder.layers.0...`` (transformers 5.x ``save_pretrained``).
+    ``*position_ids`` buffers are ignored; anything else unused, missing or mis-shaped is listed in a ValueError.
+    """
+    sd = {}
+    for k, v in state_dict.items():
+        key = k[len(TEXT_PREFIX):] if k.startswith(TEXT_PREFIX) else k
+        if key in sd:
+            raise ValueError(f"CLIPTextModel checkpoint has both {key} and {TEXT_PREFIX}{key}.")
+        sd[key] = v
+    return state_dict_to_params(clip_text_param_shapes(model), sd, LIST_NAMES, what="CLIPTextModel",
+                                ignore_unexpected=_is_buffer)
+
+
+def load_clip_text(path) -> tuple[CLIPTextModel, dict]:
+    """Load a standalone HF ``CLIPTextModel`` folder (e.g. a Stable Diffusion pipeline's ``text_encoder/``).
+
+    Args:
+      path: folder with ``config.json`` (``model_type: "clip_text_model"``) and ``model.safetensors`` (or
+        ``pytorch_model.bin``, ``model.fp16.safetensors``, or a sharded index).
+
+    Returns:
+      ``(model, params)`` with float32 params;
+      ``last_hidden_state, pooled = model.apply({"params": params}, input_ids [B, L])`` gives
+      ``last_hidden_state [B, L, hidden_size]`` (after ``final_layer_norm``: what SD's UNet receives as
+      ``encoder_hidden_states``) and the pooled ``[B, hidden_size]``.
+
+    Raises:
+      ValueError for an unsupported config, missing/corrupt files and missing, unexpected or mis-shaped weights.
+    """
+    folder = _folder(path)
+    model = CLIPTextModel(CLIPTextConfig.from_dict(read_json(os.path.join(folder, "config.json"))))
+    params = state_dict_to_clip_text_params(model, _read_weights(folder))
+    return model, jax.tree_util.tree_map(jnp.asarray, params)
 
 
 def load_clip_tokenizer(path):
@@ -240,5 +288,5 @@ def save_clip_hf(folder, model: CLIPModel, params: dict, tokenizer=None, overwri
         _write_tokenizer(tmp, tokenizer)
 
 
-__all__ = ["load_clip", "load_clip_tokenizer", "save_clip_converted", "save_clip_hf", "write_byte_level_clip_vocab",
+__all__ = ["load_clip", "load_clip_text", "load_clip_tokenizer", "state_dict_to_clip_text_params", "save_clip_converted", "save_clip_hf", "write_byte_level_clip_vocab",
            "state_dict_to_clip_params", "clip_params_to_state_dict", "TOKENIZER_FILES"]

@@ -99,6 +99,19 @@ class CLIPTextConfig:
         if not float(self.layer_norm_eps) > 0:
             raise ValueError(f"{w}.layer_norm_eps must be > 0, got {self.layer_norm_eps!r}.")
 
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "CLIPTextConfig":
+        """Build from the dict of a standalone HF ``CLIPTextModel`` ``config.json`` (``model_type``
+        ``clip_text_model``, e.g. a Stable Diffusion pipeline's ``text_encoder/``); missing fields take
+        transformers' defaults, unused ones (dropout, initialisers) are ignored; ValueError on unsupported values."""
+        if not isinstance(d, Mapping):
+            raise ValueError(f"CLIP text config must be a dict, got {type(d).__name__}.")
+        mt = d.get("model_type", "clip_text_model")
+        if mt != "clip_text_model":
+            raise ValueError(f"config model_type={mt!r}: expected a CLIPTextModel config ('clip_text_model'); "
+                             "load full CLIPModel folders with load_clip.")
+        return cls(**_pick(d, _TEXT_DEFAULTS))
+
 
 @dataclasses.dataclass(frozen=True)
 class CLIPVisionConfig:
