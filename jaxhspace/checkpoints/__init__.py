@@ -13,6 +13,13 @@ _EXPORTS = {
     "load_clip_tokenizer": "jaxhspace.checkpoints.clip",
     "save_clip_hf": "jaxhspace.checkpoints.clip",
     "save_clip_converted": "jaxhspace.checkpoints.clip",
+    "load_clip_text": "jaxhspace.checkpoints.clip",
+    "load_vae": "jaxhspace.checkpoints.vae",
+    "load_pipeline": "jaxhspace.checkpoints.pipeline",
+    "Pipeline": "jaxhspace.checkpoints.pipeline",
+    "encode_prompt": "jaxhspace.checkpoints.pipeline",
+    "images_to_latents": "jaxhspace.checkpoints.pipeline",
+    "latents_to_images": "jaxhspace.checkpoints.pipeline",
 }
 
 __all__ = list(_EXPORTS)
