@@ -1,0 +1,68 @@
+"""A text-conditional UNet with its conditioning fixed, so every h-space method sees an unconditional model.
+
+Park et al. compute the pullback of Stable Diffusion "with a fixed prompt embedding inside the Jacobian"
+(Diffusion-Pullback ``local_encoder_pullback_zt``, park_official.md §1): J = ∂h/∂z at (z_t, t, c) with c held
+constant. :class:`Conditioned` does exactly that for every method at once: ``pullback``, ``haas_jacobian``,
+``collect_h``, the samplers and the Asyrp step only ever call ``model.apply(v, x, t)``,
+``model.apply(v, x, t, method=model.encode)``, ``model.apply(v, h, skips, temb, method=model.decode)`` and
+``model.apply(v, x, t, delta_h=dh)``; here each of them gets ``encoder_hidden_states=c`` added (broadcast
+from batch 1 to the batch of ``x`` / ``h``). Classifier-free guidance is a sampler matter, not a model one:
+see :mod:`jaxhspace.diffusion.guidance`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax.numpy as jnp
+
+
+@dataclasses.dataclass(frozen=True, eq=False)  # hashed by identity: a static argument of jit-compiled samplers
+class Conditioned:
+    """``model`` (e.g. ``UNet2DConditionModel``) with ``encoder_hidden_states`` fixed to ``context``.
+
+    Attributes:
+      model: the conditional Linen module (its ``encode``/``decode``/``__call__`` take ``encoder_hidden_states``).
+      context: ``[1, L, D]`` or ``[B, L, D]`` text embeddings (e.g. ``encode_prompt(pipe, [""])``).
+    """
+
+    model: Any
+    context: Any
+
+    def __post_init__(self):
+        c = jnp.asarray(self.context)
+        if c.ndim != 3:
+            raise ValueError(f"context must be [B, L, D] text embeddings, got shape {c.shape}")
+        object.__setattr__(self, "context", c)
+
+    def __getattr__(self, name):  # forwarded: config, dtype, hspace_shape, init, ...
+        if name in ("model", "context"):
+            raise AttributeError(name)
+        return getattr(self.model, name)
+
+    # Sentinels: ``method=conditioned.encode`` selects the wrapped module's method in :meth:`apply`.
+    def encode(self, *args, **kwargs):  # pragma: no cover - never called directly
+        raise TypeError("call conditioned.apply(variables, x, t, method=conditioned.encode)")
+
+    def decode(self, *args, **kwargs):  # pragma: no cover - never called directly
+        raise TypeError("call conditioned.apply(variables, h, skips, temb, method=conditioned.decode)")
+
+    def _context_for(self, batch: int):
+        c = self.context
+        if c.shape[0] not in (1, batch):
+            raise ValueError(f"context batch {c.shape[0]} does not match the input batch {batch} (use 1 or {batch})")
+        return jnp.broadcast_to(c, (batch,) + c.shape[1:])
+
+    def apply(self, variables, *args, method=None, **kwargs):
+        """``model.apply`` with ``encoder_hidden_states`` added; ``method`` is ``None``, ``self.encode`` or
+        ``self.decode`` (or the wrapped module's own methods)."""
+        m = self.model
+        if method is None or method == m.__call__:
+            return m.apply(variables, *args, encoder_hidden_states=self._context_for(args[0].shape[0]), **kwargs)
+        if method == self.encode or method == m.encode:
+            return m.apply(variables, *args, encoder_hidden_states=self._context_for(args[0].shape[0]),
+                           method=m.encode, **kwargs)
+        if method == self.decode or method == m.decode:
+            return m.apply(variables, *args, encoder_hidden_states=self._context_for(args[0].shape[0]),
+                           method=m.decode, **kwargs)
+        return m.apply(variables, *args, method=method, **kwargs)
