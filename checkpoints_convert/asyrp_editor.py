@@ -1,4 +1,4 @@
-"""Convert an official Asyrp editor checkpoint (kwonminki/Asyrp_official, DDPM DeltaBlock) to jaxhspace's format.
+"""Convert an official Asyrp editor checkpoint (kwonminki/Asyrp_official, DDPM or ADM DeltaBlock) to jaxhspace's format.
 
     python -m checkpoints_convert.asyrp_editor SRC.pth DST [--layer 0] [--n-train-step 40] [--overwrite]
 
@@ -9,7 +9,9 @@ SRC: a torch-saved dict ``{'0': DeltaBlock.state_dict(), 'optimizer': ..., 'sche
 Load it with ``jaxhspace.editing.editor_io.load_editor(DST)``.
 
 ``n_train_step`` (the ``ngen`` in the file name) is parsed from SRC's name when present; it matters at test time
-(Δh is scaled by n_train_step / n_test_step). ADM/iDDPM editors (dog_*, metface_*) are rejected as unsupported.
+(Δh is scaled by n_train_step / n_test_step). The variant is read from the keys: the DDPM DeltaBlock (``conv1.*``;
+CelebA-HQ / LSUN editors, for the SDEdit DDPM bases) or the ADM one (``in_layers.*``; ``dog_*`` / ``metface_*`` editors,
+for the iDDPM AFHQ-dog and P2 MetFaces guided-diffusion bases). An editor only means something on its own base model.
 """
 from __future__ import annotations
 
@@ -28,14 +30,14 @@ def convert(src: str, dst: str, layer: int = 0, n_train_step: int | None = None,
     """Convert ``src`` to ``dst``; returns the stored meta dict (plus ``params``: the parameter count).
 
     Raises:
-      ValueError: unreadable file, missing layer, ADM variant, or key / shape mismatches (listed).
+      ValueError: unreadable file, missing layer, or key / shape mismatches (listed).
     """
     sd, info = read_official_checkpoint(src, layer=layer, allow_pickle=allow_pickle)
     editor = DeltaBlock(config_from_state_dict(sd, num_groups=num_groups))
     params = state_dict_to_editor_params(editor, sd)
     if n_train_step is not None:
         info["n_train_step"] = int(n_train_step)
-    info["converted_from"] = "Asyrp_official DeltaBlock"
+    info["converted_from"] = f"Asyrp_official DeltaBlock ({editor.config.variant} variant)"
     save_editor(dst, editor, params, meta=info, overwrite=overwrite)
     return {**info, "params": int(sum(np.prod(v.shape) for v in sd.values())), **editor.config.to_dict()}
 
@@ -57,8 +59,8 @@ def main(argv: list[str] | None = None) -> None:
                     args.allow_pickle)
     except ValueError as e:
         sys.exit(f"error: {e}")
-    print(f"converted Asyrp DeltaBlock {args.src} [layer {args.layer}] -> {args.dst}: {s['params']:,} params, "
-          f"C={s['channels']}, temb_dim={s['temb_dim']}")
+    print(f"converted Asyrp DeltaBlock ({s['variant']} variant) {args.src} [layer {args.layer}] -> {args.dst}: "
+          f"{s['params']:,} params, C={s['channels']}, temb_dim={s['temb_dim']}, GroupNorm eps {s['eps']:g}")
     if "n_train_step" not in s:
         print("  warning: n_train_step unknown (no 'ngen' in the name; pass --n-train-step) - test-time scaling "
               "n_train_step/n_test_step will assume 1")

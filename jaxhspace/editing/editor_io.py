@@ -4,8 +4,11 @@ Our folder format (written atomically by :func:`save_editor`)::
 
     DST/config.json         {"_jaxhspace_format": "asyrp_editor", "editor": EditorConfig fields, "meta": {...}}
     DST/editor.safetensors  float32 state dict with the *official* names and PyTorch layout
-                            (conv1.weight [C, C, 1, 1], conv1.bias, temb_proj.weight [C, temb_dim], temb_proj.bias,
-                             norm2.weight, norm2.bias, conv2.weight, conv2.bias)
+                            DDPM variant: conv1.weight [C, C, 1, 1], conv1.bias, temb_proj.weight [C, temb_dim],
+                              temb_proj.bias, norm2.weight, norm2.bias, conv2.weight, conv2.bias
+                            ADM variant: in_layers.0.{weight,bias} [C], in_layers.2.weight [C, C, 1, 1],
+                              in_layers.2.bias, emb_layers.1.weight [C, temb_dim], emb_layers.1.bias,
+                              out_layers.0.{weight,bias}, out_layers.3.weight [C, C, 1, 1], out_layers.3.bias
 
 so the weights file also loads into the official PyTorch DeltaBlock with ``load_state_dict``. ``meta`` keeps what
 test-time scaling needs (``n_train_step``: Δh is scaled by n_train_step / n_test_step, reference §5) plus the
@@ -14,8 +17,10 @@ texts, t_edit / t_boost and the training settings.
 Official checkpoints (``checkpoint/<exp>_LC_<attr>_t999_ninv40_ngen40_0.pth``) are torch-saved dicts
 ``{'0': DeltaBlock.state_dict(), 'optimizer': ..., 'scheduler': ...}``; :func:`read_official_checkpoint`
 reads them (``torch.load(weights_only=True)``: the optimiser / StepLR state dicts hold only tensors and
-numbers) and :func:`load_editor` accepts such a ``.pth`` directly. Only the DDPM DeltaBlock is supported;
-ADM/iDDPM editors (``in_layers.*`` / ``emb_layers.*`` / ``out_layers.*`` keys) raise a ValueError saying so.
+numbers) and :func:`load_editor` accepts such a ``.pth`` directly. The variant is read from the keys: ``conv1.*``
+etc. is the DDPM DeltaBlock (CelebA-HQ / LSUN editors), ``in_layers.*`` / ``emb_layers.*`` / ``out_layers.*`` the
+ADM one (``dog_*`` / ``metface_*`` editors, trained on the iDDPM / P2 guided-diffusion bases); an ADM editor only
+means something on the base it was trained on.
 """
 from __future__ import annotations
 
@@ -28,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxhspace.checkpoints.common import (
-    atomic_directory, params_to_state_dict, read_json, read_state_dict, save_state_dict_safetensors,
+    atomic_directory, flax_path_to_torch_key, params_to_state_dict, read_json, read_state_dict, save_state_dict_safetensors,
     state_dict_to_params, write_json)
 from jaxhspace.models.editor import DeltaBlock, EditorConfig, editor_param_shapes
 
@@ -37,26 +42,50 @@ EDITOR_FORMAT = "asyrp_editor"
 WEIGHTS = "editor.safetensors"
 OFFICIAL_KEYS = ("conv1.weight", "conv1.bias", "temb_proj.weight", "temb_proj.bias", "norm2.weight", "norm2.bias",
                  "conv2.weight", "conv2.bias")
+ADM_OFFICIAL_KEYS = ("in_layers.0.weight", "in_layers.0.bias", "in_layers.2.weight", "in_layers.2.bias",
+                     "emb_layers.1.weight", "emb_layers.1.bias", "out_layers.0.weight", "out_layers.0.bias",
+                     "out_layers.3.weight", "out_layers.3.bias")
 _ADM_PREFIXES = ("in_layers.", "emb_layers.", "out_layers.")
+_DDPM_PREFIXES = ("conv1.", "temb_proj.", "norm2.", "conv2.")
+_LIST_NAMES = ("in_layers", "emb_layers", "out_layers")
 
 
 def _key_fn(path: tuple[str, ...]) -> str:
-    leaf = path[-1]
-    return ".".join(path[:-1] + ("weight" if leaf in ("kernel", "scale") else leaf,))
+    return flax_path_to_torch_key(path, _LIST_NAMES)
+
+
+def state_dict_variant(state_dict: Mapping[str, Any]) -> str:
+    """``"adm"`` if the keys are the ADM DeltaBlock's (``in_layers.*`` ...), ``"ddpm"`` if the DDPM one's
+    (``conv1.*`` ...); ValueError if both or neither."""
+    adm = any(k.startswith(_ADM_PREFIXES) for k in state_dict)
+    ddpm = any(k.startswith(_DDPM_PREFIXES) for k in state_dict)
+    if adm and ddpm:
+        raise ValueError(f"state dict mixes DDPM ({', '.join(OFFICIAL_KEYS[:2])} ...) and ADM "
+                         f"({', '.join(ADM_OFFICIAL_KEYS[:2])} ...) DeltaBlock keys: {sorted(state_dict)[:12]}")
+    if not (adm or ddpm):
+        raise ValueError(f"not an Asyrp DeltaBlock state dict: expected {list(OFFICIAL_KEYS)} (DDPM variant) or "
+                         f"{list(ADM_OFFICIAL_KEYS)} (ADM variant); got {sorted(state_dict)[:10]}")
+    return "adm" if adm else "ddpm"
 
 
 def state_dict_to_editor_params(editor: DeltaBlock, state_dict: Mapping[str, Any]) -> dict:
     """Official DeltaBlock state dict (PyTorch layout, NumPy or torch tensors) -> Flax params of ``editor``.
 
     Raises:
-      ValueError: ADM/iDDPM keys ("not supported"), or missing / unexpected / mis-shaped keys (all listed).
+      ValueError: keys of the other variant than ``editor.config.variant``, or missing / unexpected / mis-shaped
+        keys (all listed).
     """
     sd = {k: (v.detach().float().numpy() if hasattr(v, "detach") else np.asarray(v)) for k, v in state_dict.items()}
-    adm = sorted(k for k in sd if k.startswith(_ADM_PREFIXES))
-    if adm:
-        raise ValueError(f"this is an ADM/iDDPM Asyrp editor (keys {adm[:4]} ...): not supported; only the DDPM "
-                         f"DeltaBlock ({', '.join(OFFICIAL_KEYS)}) is implemented.")
-    return state_dict_to_params(editor_param_shapes(editor), sd, (), what="Asyrp DeltaBlock", key_fn=_key_fn)
+    variant = editor.config.variant
+    other = _DDPM_PREFIXES if variant == "adm" else _ADM_PREFIXES
+    foreign = sorted(k for k in sd if k.startswith(other))
+    if foreign:
+        name = "DDPM" if variant == "adm" else "ADM"
+        raise ValueError(f"{name}-variant Asyrp editor keys ({foreign[:4]} ...) are not supported by a DeltaBlock "
+                         f"with variant={variant!r}: build it with EditorConfig(variant="
+                         f"{'ddpm' if variant == 'adm' else 'adm'!r}) (config_from_state_dict picks the variant)")
+    return state_dict_to_params(editor_param_shapes(editor), sd, (),
+                                what=f"Asyrp DeltaBlock ({variant} variant)", key_fn=_key_fn)
 
 
 def editor_params_to_state_dict(params: Mapping) -> dict[str, np.ndarray]:
@@ -65,18 +94,25 @@ def editor_params_to_state_dict(params: Mapping) -> dict[str, np.ndarray]:
     return {k: np.asarray(v, np.float32) for k, v in sd.items()}
 
 
-def config_from_state_dict(state_dict: Mapping[str, Any], num_groups: int = 32, eps: float = 1e-6) -> EditorConfig:
-    """Infer ``channels`` (conv1.weight [C, C, 1, 1]) and ``temb_dim`` (temb_proj.weight [C, temb_dim])."""
-    adm = sorted(k for k in state_dict if k.startswith(_ADM_PREFIXES))
-    if adm:
-        raise ValueError(f"ADM/iDDPM Asyrp editor keys {adm[:4]} ...: not supported (only the DDPM DeltaBlock).")
-    missing = [k for k in ("conv1.weight", "temb_proj.weight") if k not in state_dict]
+def config_from_state_dict(state_dict: Mapping[str, Any], num_groups: int = 32,
+                           eps: float | None = None) -> EditorConfig:
+    """Infer the variant (from the key names), ``channels`` and ``temb_dim``: DDPM from conv1.weight [C, C, 1, 1] and
+    temb_proj.weight [C, temb_dim], ADM from in_layers.2.weight [C, C, 1, 1] and emb_layers.1.weight [C, temb_dim].
+    ``eps=None``: the variant's official GroupNorm eps (1e-6 DDPM, 1e-5 ADM)."""
+    variant = state_dict_variant(state_dict)
+    conv_key, emb_key = ("conv1.weight", "temb_proj.weight") if variant == "ddpm" else \
+        ("in_layers.2.weight", "emb_layers.1.weight")
+    missing = [k for k in (conv_key, emb_key) if k not in state_dict]
     if missing:
-        raise ValueError(f"not an Asyrp DeltaBlock state dict: missing keys {missing}; got {sorted(state_dict)[:10]}")
-    w1, wt = tuple(np.shape(state_dict["conv1.weight"])), tuple(np.shape(state_dict["temb_proj.weight"]))
+        raise ValueError(f"not an Asyrp DeltaBlock state dict ({variant} variant): missing keys {missing}; got "
+                         f"{sorted(state_dict)[:10]}")
+    w1, wt = tuple(np.shape(state_dict[conv_key])), tuple(np.shape(state_dict[emb_key]))
     if len(w1) != 4 or w1[2:] != (1, 1) or len(wt) != 2:
-        raise ValueError(f"conv1.weight {w1} must be [C, C, 1, 1] and temb_proj.weight {wt} [C, temb_dim]")
-    return EditorConfig(channels=int(w1[0]), temb_dim=int(wt[1]), num_groups=num_groups, eps=eps)
+        raise ValueError(f"{conv_key} {w1} must be [C, C, 1, 1] and {emb_key} {wt} [C, temb_dim]")
+    if variant == "adm" and wt[0] == 2 * w1[0]:
+        raise ValueError(f"{emb_key} {wt} has 2C rows: an ADM DeltaBlock with use_scale_shift_norm=True, which the "
+                         "official code never builds (setattr_layers); not supported")
+    return EditorConfig(channels=int(w1[0]), temb_dim=int(wt[1]), num_groups=num_groups, eps=eps, variant=variant)
 
 
 def read_official_checkpoint(path: str, layer: int | str = 0, allow_pickle: bool = False) -> tuple[dict, dict]:
@@ -92,7 +128,7 @@ def read_official_checkpoint(path: str, layer: int | str = 0, allow_pickle: bool
         (only for files you trust: unpickling runs code).
 
     Raises:
-      ValueError: unreadable file, missing layer key (the available keys are listed), ADM variant.
+      ValueError: unreadable file, missing layer key (the available keys are listed).
     """
     import torch
 
@@ -192,4 +228,5 @@ def load_editor(path: str, layer: int | str = 0, num_groups: int = 32,
 
 
 __all__ = ["load_editor", "save_editor", "read_official_checkpoint", "state_dict_to_editor_params",
-           "editor_params_to_state_dict", "config_from_state_dict", "OFFICIAL_KEYS"]
+           "editor_params_to_state_dict", "config_from_state_dict", "state_dict_variant", "OFFICIAL_KEYS",
+           "ADM_OFFICIAL_KEYS"]
