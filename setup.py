@@ -1,31 +1,15 @@
-"""jaxhspace: JAX/Flax research kit for the semantic latent space (h-space) of diffusion models."""
+"""Package layout only; the metadata (name, version, dependencies, extras) is in pyproject.toml.
+
+The repository keeps the embedded default world in the top-level ``assets/`` and the job configs in
+``configs/``; the wheel and sdist carry them as the subpackages ``jaxhspace.assets`` and ``jaxhspace.configs``
+(``package_dir`` maps them), found at run time with ``importlib.resources`` (jaxhspace/resources.py). An
+editable install (``pip install -e .``) maps the same names onto the checkout's folders.
+"""
 from setuptools import find_packages, setup
 
 setup(
-    name="jaxhspace",
-    version="0.1.0",
-    description="h-space (UNet bottleneck) editing and geometry for diffusion models in JAX/Flax",
-    packages=find_packages(include=["jaxhspace", "jaxhspace.*", "checkpoints_convert", "checkpoints_convert.*"]),
-    python_requires=">=3.10",
-    install_requires=[
-        "jax",
-        "jaxlib",
-        "flax",
-        "optax",
-        "orbax-checkpoint",
-        "transformers",
-        "tokenizers",
-        "numpy",
-        "scipy",
-        "ml_collections",
-        "absl-py",
-        "pillow",
-        "matplotlib",
-        "safetensors",
-        "tqdm",
-    ],
-    extras_require={
-        # torch is pinned: 2.13.0 is the CPU build available offline; a bare `torch` pulls CUDA wheels.
-        "test": ["pytest", "torch==2.13.0", "diffusers", "transformers", "nbclient", "nbformat", "ipykernel"],
-    },
+    packages=[*find_packages(include=["jaxhspace", "jaxhspace.*", "checkpoints_convert", "checkpoints_convert.*"]),
+              "jaxhspace.assets", "jaxhspace.configs",
+              *(f"jaxhspace.configs.{p}" for p in find_packages("configs"))],
+    package_dir={"jaxhspace.assets": "assets", "jaxhspace.configs": "configs"},
 )

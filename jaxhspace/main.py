@@ -2,18 +2,24 @@
 
     python -m jaxhspace.main --config configs/sample.py --workdir runs/sample
     python -m jaxhspace.main --config configs/sample.py --workdir runs/sample --config.n_steps=50
+    python -m jaxhspace.main --config sample --workdir runs/sample    # a shipped config by name, from any directory
+    python -m jaxhspace.main --version
 
 The config's ``task`` field picks the job (see ``jaxhspace.tasks.TASKS``); results go to ``--workdir``.
+``--config`` takes a config file or a shipped config's name (``jaxhspace.resources.config_names()``: ``demo``,
+``celebahq256/pullback``, ...; an unknown name lists them).
 """
 import json
+import sys
 
 from absl import app, flags
-from ml_collections import config_flags
 
+from jaxhspace import __version__
+from jaxhspace.resources import define_config_flag
 from jaxhspace.tasks import get_task
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file.", lock_config=True)
+define_config_flag("config")  # ml_collections' config-file flag that also takes a shipped config's name
 flags.DEFINE_string("workdir", None, "Output folder.")
 flags.mark_flags_as_required(["config", "workdir"])
 
@@ -25,4 +31,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    if "--version" in sys.argv[1:]:  # before absl's required-flag check
+        print(f"jaxhspace {__version__}")
+        sys.exit(0)
     app.run(main)

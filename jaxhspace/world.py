@@ -1,8 +1,10 @@
 """The embedded default world: where the shipped assets live and how a job picks its model.
 
 A job's ``config.model_path`` may point at any diffusers UNet2DModel folder (or a converted one); empty
-means the shipped SynthFaces DDPM under ``assets/ddpm_synthfaces``. If that asset is absent (a checkout
-before it was trained), a randomly initialised tiny UNet is used and a warning says so.
+means the shipped SynthFaces DDPM under ``assets/ddpm_synthfaces``. The shipped assets are package data
+(``jaxhspace.assets``: the checkout's top-level ``assets/``, carried by the wheel; see jaxhspace/resources.py).
+If the DDPM is missing (an incomplete install or checkout), a randomly initialised tiny UNet is used and a
+warning says what is missing and how to get it back.
 """
 from __future__ import annotations
 
@@ -12,11 +14,47 @@ import warnings
 import jax
 import jax.numpy as jnp
 
-ASSETS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets")
+from jaxhspace.resources import assets_dir
+
+ASSETS = assets_dir()  # the installed package data jaxhspace.assets (the checkout's assets/ when editable)
 DEFAULT_DDPM = os.path.join(ASSETS, "ddpm_synthfaces")  # the editing world: 6000 steps; the editors were trained on it
 SAMPLER_DDPM = os.path.join(ASSETS, "ddpm_synthfaces_refined")  # the same run after 3000 refine steps: the sampler
 DEFAULT_CLIP = os.path.join(ASSETS, "clip_synthfaces")
 DEFAULT_PROBE = os.path.join(ASSETS, "probe")
+
+
+# How each shipped asset is rebuilt (README, "The embedded default world"): (command, where it writes the result).
+REBUILD_COMMANDS = {
+    "probe": ("python -m jaxhspace.data.probe --out assets/probe --steps 1500 --batch 64 --lr 0.002 --seed 0",
+              "assets/probe"),
+    "clip_synthfaces": ("python -m jaxhspace.main --config clip_synthfaces --workdir runs/clip_synthfaces",
+                        "assets/clip_synthfaces"),
+    "ddpm_synthfaces": ("python -m jaxhspace.main --config ddpm_synthfaces --workdir runs/ddpm_synthfaces "
+                        "--config.total_steps=6000 --config.export_dir=assets/ddpm_synthfaces",
+                        "assets/ddpm_synthfaces"),
+    "ddpm_synthfaces_refined": ("python -m jaxhspace.main --config ddpm_synthfaces --workdir runs/ddpm_synthfaces",
+                                "assets/ddpm_synthfaces_refined (run it after the ddpm_synthfaces command: it "
+                                "resumes that workdir at step 6000)"),
+    "editors/red_hair": ("python -m jaxhspace.main --config editor_red_hair --workdir runs/editor_red_hair",
+                         "runs/editor_red_hair/editor"),
+    "editors/glasses": ("python -m jaxhspace.main --config editor_glasses --workdir runs/editor_glasses",
+                        "runs/editor_glasses/editor"),
+}
+
+
+def missing_asset_message(path: str) -> str:
+    """What to tell a user whose shipped asset ``path`` (under :data:`ASSETS`, or ``assets/...``) is missing:
+    which asset, and how to get it back (reinstall, or the command that rebuilds it)."""
+    rel = portable_path(path)
+    name = os.path.relpath(rel, "assets").replace(os.sep, "/") if rel.startswith("assets") else rel
+    where = os.path.join(ASSETS, *name.split("/"))
+    msg = (f"the shipped asset assets/{name} is missing (looked for {where}). Reinstall jaxhspace to get it back "
+           "(`pip install --force-reinstall --no-deps jaxhspace`, or the same command with the wheel you installed; "
+           f"in a git checkout, `git checkout -- assets/{name}`)")
+    if name in REBUILD_COMMANDS:
+        command, result = REBUILD_COMMANDS[name]
+        msg += f", or rebuild it with `{command}` (it writes {result}; copy that folder to {where})"
+    return msg + "."
 
 
 def resolve_asset(path: str) -> str:
@@ -50,8 +88,8 @@ def load_model(model_path: str = "", seed: int = 0):
     """Return ``(model, params, schedule, source)`` for a job.
 
     Args:
-      model_path: diffusers/converted UNet folder; "" = the shipped default (or a random tiny UNet if
-        it is missing, with a warning).
+      model_path: diffusers/converted UNet folder; "" = the shipped default (or, if it is missing, a random
+        tiny UNet with a warning naming what is missing and how to get it).
       seed: init seed for the random fallback.
 
     Raises:
@@ -72,8 +110,8 @@ def load_model(model_path: str = "", seed: int = 0):
     if path:
         model, params = load_unet(path)
         return model, params, load_schedule(path), portable_path(path)
-    warnings.warn("assets/ddpm_synthfaces is not there yet: using a randomly initialised tiny UNet "
-                  "(samples will be noise). Train it with configs/ddpm_synthfaces.py.", stacklevel=2)
+    warnings.warn("Using a randomly initialised tiny UNet (samples will be noise): "
+                  + missing_asset_message(DEFAULT_DDPM), stacklevel=2)
     model = UNet2DModel(UNetConfig.from_dict(TINY_RANDOM_UNET))
     params = model.init(jax.random.PRNGKey(seed), jnp.zeros((1, 32, 32, 3)), jnp.zeros((1,), jnp.int32))["params"]
     return model, params, make_schedule(), "random-init tiny UNet"
