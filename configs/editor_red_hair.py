@@ -9,7 +9,7 @@ Differences from the official recipe, both for the tiny CLIP: raw texts without 
 plain λ_L1 L1 weight (5 here) instead of λ_L1·cos(E_T(src), E_T(tgt)) (that cosine is small or negative in the
 tiny CLIP's text space, which turns the L1 term off or into a reward for moving away).
 """
-from configs.asyrp_train import get_config as base_config
+from jaxhspace.configs.asyrp_train import get_config as base_config
 
 
 def get_config():

@@ -22,7 +22,7 @@ hair 0.38; at s = 1 the leakage was ≥ 0.44 in every variant); the edits redden
 The supervised mean-difference Δh of smiling vs frowning faces (configs/pca.py) moved glasses (0.50) more
 than smile (0.14) at scale 2: in this tiny DDPM, smile is not a clean linear direction of h.
 """
-from configs.asyrp_train import get_config as base_config
+from jaxhspace.configs.asyrp_train import get_config as base_config
 
 
 def get_config():
