@@ -2,6 +2,10 @@
 engine consume. Nothing here knows about diffusion schedules or editing.
 
 All images are NHWC; ``t`` is ``[B]`` (int or float).
+
+ε of learned-variance models (guided-diffusion ``learn_sigma``: output ``[ε, v]``, 2C channels) is the first
+``model.eps_channels`` channels (:func:`eps_part`); DDIM, inversion, Asyrp, pullback, Haas, PCA and HOSVD use only ε
+and ignore the variance half, as the official Asyrp code does (utils/diffusion_utils.py:47-50).
 """
 from __future__ import annotations
 
@@ -10,38 +14,49 @@ from typing import Callable
 import jax
 
 
-def eps_fn(model, params) -> Callable:
-    """``(x [B,H,W,C], t [B]) -> eps [B,H,W,C]``."""
+def eps_part(model, out):
+    """ε from a UNet output: its first ``model.eps_channels`` channels when the model has that attribute (learned
+    variance), else ``out`` unchanged. ``out [B,H,W,C_out] -> [B,H,W,C]``."""
+    n = getattr(model, "eps_channels", None)
+    return out if n is None or out.shape[-1] == n else out[..., :n]
+
+
+def eps_fn(model, params, **model_kwargs) -> Callable:
+    """``(x [B,H,W,C], t [B]) -> eps [B,H,W,C]`` (the variance half of learned-variance models is dropped).
+
+    ``model_kwargs`` (e.g. ``y=labels`` of a class-conditional guided-diffusion model) go to every call."""
 
     def f(x, t):
-        return model.apply({"params": params}, x, t)
+        return eps_part(model, model.apply({"params": params}, x, t, **model_kwargs))
 
     return f
 
 
-def eps_delta_fn(model, params) -> Callable:
-    """``(x, t, delta_h [B,h,w,Cmid]) -> eps`` with h + delta_h decoded with the unedited skips."""
+def eps_delta_fn(model, params, **model_kwargs) -> Callable:
+    """``(x, t, delta_h [B,h,w,Cmid]) -> eps`` with h + delta_h decoded with the unedited skips (ε channels only)."""
 
     def f(x, t, delta_h):
-        return model.apply({"params": params}, x, t, delta_h=delta_h)
+        return eps_part(model, model.apply({"params": params}, x, t, delta_h=delta_h, **model_kwargs))
 
     return f
 
 
-def encode_fn(model, params) -> Callable:
-    """``(x, t) -> (h [B,h,w,Cmid], skips, temb)``; h is the mid-block output."""
+def encode_fn(model, params, **model_kwargs) -> Callable:
+    """``(x, t) -> (h [B,h,w,Cmid], skips, temb)``; h is the mid-block output.
+
+    ``model_kwargs`` as in :func:`eps_fn`."""
 
     def f(x, t):
-        return model.apply({"params": params}, x, t, method=model.encode)
+        return model.apply({"params": params}, x, t, method=model.encode, **model_kwargs)
 
     return f
 
 
 def decode_fn(model, params) -> Callable:
-    """``(h, skips, temb) -> eps``."""
+    """``(h, skips, temb) -> eps`` (ε channels only, see :func:`eps_part`)."""
 
     def f(h, skips, temb):
-        return model.apply({"params": params}, h, skips, temb, method=model.decode)
+        return eps_part(model, model.apply({"params": params}, h, skips, temb, method=model.decode))
 
     return f
 
