@@ -226,7 +226,8 @@ def test_bad_configs_and_arguments(tiny_file):
     with pytest.raises(ValueError, match="channel_mult"):
         GuidedUNetConfig(image_size=48, num_channels=32, num_res_blocks=1)  # no size default for 48
     with pytest.raises(ValueError, match="attention_resolutions"):
-        GuidedUNetConfig(image_size=32, num_channels=32, num_res_blocks=1, channel_mult="1,2", attention_resolutions="7")
+        GuidedUNetConfig(image_size=32, num_channels=32, num_res_blocks=1, channel_mult="1,2",
+                         attention_resolutions="7")
     with pytest.raises(ValueError, match="num_head_channels"):
         GuidedUNetConfig(image_size=32, num_channels=32, num_res_blocks=1, channel_mult="1,2", num_head_channels=24)
     with pytest.raises(ValueError, match="unknown preset"):

@@ -123,10 +123,10 @@ def _hints(state_dict: Mapping[str, np.ndarray], c: GuidedUNetConfig) -> list[st
     n_in = len({k.split(".")[1] for k in state_dict if k.startswith("input_blocks.")})
     n_out = len({k.split(".")[1] for k in state_dict if k.startswith("output_blocks.")})
     mults = c.channel_mult_tuple
-    want_in = 1 + len(mults) * c.num_res_blocks + len(mults) - 1
-    if n_in and (n_in != want_in or n_out != len(mults) * (c.num_res_blocks + 1)):
+    want_in, want_out = 1 + len(mults) * c.num_res_blocks + len(mults) - 1, len(mults) * (c.num_res_blocks + 1)
+    if n_in and (n_in != want_in or n_out != want_out):
         out.append(f"the file has {n_in} input_blocks and {n_out} output_blocks; the config (num_res_blocks="
-                   f"{c.num_res_blocks}, {len(mults)} levels) builds {want_in} and {len(mults) * (c.num_res_blocks + 1)}")
+                   f"{c.num_res_blocks}, {len(mults)} levels) builds {want_in} and {want_out}")
     return out
 
 

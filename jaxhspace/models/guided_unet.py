@@ -262,7 +262,8 @@ class ResBlock(nn.Module):
 
 
 class AttentionBlock(nn.Module):
-    """guided-diffusion ``AttentionBlock`` (unet.py:263-306): ``[B,H,W,C] -> [B,H,W,C]``, ``x + proj_out(attn(qkv(norm(x))))``.
+    """guided-diffusion ``AttentionBlock`` (unet.py:263-306): ``[B,H,W,C] -> [B,H,W,C]``,
+    ``x + proj_out(attn(qkv(norm(x))))``.
 
     ``qkv`` and ``proj_out`` are torch Conv1d(k=1) layers, here Dense over channels. Heads: ``num_heads``, or
     ``C // num_head_channels`` when that is not -1. Legacy order (``QKVAttentionLegacy``) splits heads first: the
@@ -389,7 +390,8 @@ class GuidedUNetModel(nn.Module):
         if x.shape[-1] != c.in_channels:
             hint = (" It looks like NCHW; jaxhspace uses NHWC: pass x.transpose(0, 2, 3, 1)."
                     if x.shape[1] == c.in_channels else "")
-            raise ValueError(f"x must have {c.in_channels} channels in the last axis (NHWC), got shape {x.shape}.{hint}")
+            raise ValueError(f"x must have {c.in_channels} channels in the last axis (NHWC), "
+                             f"got shape {x.shape}.{hint}")
         f = 2 ** c.num_downsamples
         if x.shape[1] % f or x.shape[2] % f:
             raise ValueError(f"x spatial size {x.shape[1]}x{x.shape[2]} must be divisible by {f} "
