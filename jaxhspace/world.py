@@ -45,8 +45,7 @@ REBUILD_COMMANDS = {
 def missing_asset_message(path: str) -> str:
     """What to tell a user whose shipped asset ``path`` (under :data:`ASSETS`, or ``assets/...``) is missing:
     which asset, and how to get it back (reinstall, or the command that rebuilds it)."""
-    rel = portable_path(path)
-    name = os.path.relpath(rel, "assets").replace(os.sep, "/") if rel.startswith("assets") else rel
+    name = _asset_name(path)
     where = os.path.join(ASSETS, *name.split("/"))
     msg = (f"the shipped asset assets/{name} is missing (looked for {where}). Reinstall jaxhspace to get it back "
            "(`pip install --force-reinstall --no-deps jaxhspace`, or the same command with the wheel you installed; "
@@ -68,6 +67,25 @@ def resolve_asset(path: str) -> str:
         if os.path.exists(cand):
             return cand
     return path
+
+
+def require_asset(path: str) -> str:
+    """:func:`resolve_asset`, raising if ``path`` names a shipped asset (``assets/...``) that is missing.
+
+    Raises:
+      ValueError saying which shipped asset is missing and how to get it back (:func:`missing_asset_message`).
+    """
+    resolved = resolve_asset(path)
+    if not os.path.exists(resolved) and _asset_name(resolved) in REBUILD_COMMANDS:
+        raise ValueError(missing_asset_message(resolved))
+    return resolved
+
+
+def _asset_name(path: str) -> str:
+    """``editors/glasses`` for ``assets/editors/glasses`` or ``<ASSETS>/editors/glasses``; else ``path``."""
+    rel = portable_path(path)
+    parts = os.path.normpath(rel).split(os.sep)
+    return "/".join(parts[1:]) if parts[0] == "assets" and len(parts) > 1 else rel
 
 
 def portable_path(path: str) -> str:

@@ -203,9 +203,12 @@ def load_models(config):
     from jaxhspace.checkpoints import load_clip, load_clip_tokenizer
 
     clip_path = config.clip_path or world.DEFAULT_CLIP
+    if not config.clip_path and not os.path.isdir(clip_path):
+        raise ValueError(f"{world.missing_asset_message(clip_path)} Or set config.clip_path to an HF CLIPModel "
+                         "folder (with tokenizer files).")
     if not os.path.isdir(clip_path):
         raise ValueError(f"CLIP folder {clip_path} not found: set config.clip_path to an HF CLIPModel folder (with "
-                         "tokenizer files) or ship assets/clip_synthfaces")
+                         "tokenizer files) or leave it empty for the shipped assets/clip_synthfaces")
     unet, uparams, schedule, usrc = world.load_model(config.model_path, int(config.seed))
     clip_model, clip_params = load_clip(clip_path)
     tok = load_clip_tokenizer(clip_path)

@@ -7,16 +7,21 @@ leakage. Units follow :func:`jaxhspace.data.probe.edit_effect` (fractions of a f
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 
-from jaxhspace.world import DEFAULT_PROBE
+from jaxhspace.world import DEFAULT_PROBE, missing_asset_message
 
 
 def load_default_probe(image_size=None):
-    """The shipped probe's params, or None if ``assets/probe`` is absent or ``image_size`` (if given) is not a
-    size the probe scores (32 or 64: SynthFaces; e.g. 256x256 CelebA-HQ edits are not scored)."""
-    if not os.path.isdir(DEFAULT_PROBE) or (image_size is not None and int(image_size) not in (32, 64)):
+    """The shipped probe's params, or None if ``assets/probe`` is absent (with a warning saying how to get it) or
+    ``image_size`` (if given) is not a size the probe scores (32 or 64: SynthFaces; e.g. 256x256 CelebA-HQ edits
+    are not scored)."""
+    if image_size is not None and int(image_size) not in (32, 64):
+        return None
+    if not os.path.isdir(DEFAULT_PROBE):
+        warnings.warn("Edits are not scored: " + missing_asset_message(DEFAULT_PROBE), stacklevel=2)
         return None
     from jaxhspace.data import probe
 

@@ -17,7 +17,7 @@ from jaxhspace.editing import asyrp_edit as ae
 from jaxhspace.editing.editor_io import load_editor
 from jaxhspace.editing.scoring import factor_changes, load_default_probe, target_effect
 from jaxhspace.tasks.common import write_metrics
-from jaxhspace.world import load_model, resolve_asset
+from jaxhspace.world import load_model, require_asset
 
 
 def _images(config, size):
@@ -59,7 +59,7 @@ def run(config, workdir: str) -> dict:
     scales = [0.0] + [float(s) for s in config.scales if float(s) != 0.0]
     labels = ["recon"] + [f"s={s:g}" for s in scales[1:]]
     key = jax.random.PRNGKey(int(config.seed))
-    editors = [load_editor(resolve_asset(p)) for p in config.editor_paths]
+    editors = [load_editor(require_asset(p)) for p in config.editor_paths]
     meta0 = editors[0][2] if editors else {}
     t_edit = int(config.t_edit) if config.t_edit >= 0 else int(meta0.get("t_edit", 500))
     t_boost = int(config.t_boost) if config.t_boost >= 0 else int(meta0.get("t_boost", 200))

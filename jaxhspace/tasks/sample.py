@@ -50,7 +50,14 @@ def _probe_scores(x0: np.ndarray, data_seed: int = 12345) -> dict:
     floor at this N."""
     from jaxhspace.world import DEFAULT_PROBE
 
-    if not os.path.isdir(DEFAULT_PROBE) or x0.shape[1] not in (32, 64):
+    if x0.shape[1] not in (32, 64):
+        return {}
+    if not os.path.isdir(DEFAULT_PROBE):
+        import warnings
+
+        from jaxhspace.world import missing_asset_message
+
+        warnings.warn("Samples are not scored: " + missing_asset_message(DEFAULT_PROBE), stacklevel=2)
         return {}
     from jaxhspace.data import probe, synthfaces
 
