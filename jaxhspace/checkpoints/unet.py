@@ -8,6 +8,7 @@ Two folder formats:
 """
 from __future__ import annotations
 
+import importlib
 import os
 import re
 from typing import Any
@@ -33,6 +34,12 @@ WEIGHT_FILES = (
 )
 _OLD_ATTN_KEY = re.compile(r"^(.*\.attentions\.\d+)\.(query|key|value|proj_attn)\.(weight|bias)$")
 _NEW_ATTN_NAME = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
+# config.json "_class_name" -> "module:function(folder, dtype=..., config=...)" loading that family (imported lazily);
+# "UNet2DModel" (and a missing _class_name) is loaded by load_unet itself.
+FAMILY_LOADERS = {
+    "UNet2DConditionModel": "jaxhspace.checkpoints.unet_condition:load_unet_condition",
+    "GuidedUNetModel": "jaxhspace.checkpoints.guided_diffusion:load_guided_unet",
+}
 
 
 def _model_folder(path: str) -> str:
@@ -102,6 +109,13 @@ def load_unet(path: str, dtype: Any = jnp.float32) -> tuple[UNet2DModel, dict]:
     """
     folder = _model_folder(path)
     cfg_dict = read_json(os.path.join(folder, "config.json"))
+    class_name = cfg_dict.get("_class_name", "UNet2DModel")
+    if class_name in FAMILY_LOADERS:
+        module, fn = FAMILY_LOADERS[class_name].split(":")
+        return getattr(importlib.import_module(module), fn)(folder, dtype=dtype, config=cfg_dict)
+    if class_name != "UNet2DModel":
+        raise ValueError(f"{folder}/config.json has _class_name {class_name!r}; load_unet supports "
+                         f"{sorted(['UNet2DModel', *FAMILY_LOADERS])}")
     model = UNet2DModel(UNetConfig.from_dict(cfg_dict), dtype=dtype)
     if cfg_dict.get(FORMAT_KEY) == CONVERTED_FORMAT:
         params = restore_params(folder)
