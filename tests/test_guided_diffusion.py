@@ -2,8 +2,9 @@
 
 The reference (tests/guided_diffusion_reference.py) is a re-implementation of openai/guided-diffusion's unet.py in
 the original NCHW key format; its perturbed random state dict goes through our converter and ``load_unet``.
-Measured max |ours - torch| (float32, highest matmul precision, outputs of magnitude ~3, h ~7.5):
-full output 1.0e-5 / 8.2e-6 / 5.9e-6 and h 1.4e-5 / 1.3e-5 / 1.0e-5 for the tiny / class_cond / new-order configs.
+Measured max |ours - torch| over two runs (float32, highest matmul precision, outputs of magnitude ~3, h ~7.5):
+full output <= 1.0e-5 / 8.2e-6 / 5.9e-6 and h <= 1.4e-5 / 1.3e-5 / 1.0e-5 for the tiny / class_cond / new-order
+configs; REG below is the regression bound.
 """
 import json
 import os
@@ -115,8 +116,8 @@ def test_delta_h_matches_reference_with_dh_added_to_middle_block_output(converte
 
 def test_samplers_and_jacobians_use_the_eps_channels(converted, tmp_path):
     name, cfg, ref, model, params, _, d = converted
-    if cfg.get("class_cond"):
-        pytest.skip("the h-space Jacobian helpers take unconditional models")
+    if name != "new_order":
+        pytest.skip("one learned-sigma config suffices (the Jacobian helpers take unconditional models)")
     x, t, _ = _inputs(cfg, b=1)
     schedule = schedule_from_config(json.load(open(os.path.join(d, "conv", "scheduler_config.json"))))
     # one DDIM inversion step 0 -> 500 against the same step with the reference's first 3 channels
