@@ -164,6 +164,7 @@ def test_config_resolves_create_model_formats():
     assert c.channel_mult_tuple == (1, 1, 2, 2, 4, 4) and c.attention_ds == (16,)
     assert c.out_channels == 6 and c.eps_channels == 3 and c.time_embed_dim == 512
     assert GuidedUNetModel(c).hspace_shape(256, 256) == (8, 8, 512)
+    assert c.sample_size == 256 and c.block_out_channels == (128, 128, 256, 256, 512, 512)
     i = preset_config("imagenet256_uncond")
     assert i.attention_ds == (8, 16, 32) and GuidedUNetModel(i).hspace_shape(256, 256) == (8, 8, 1024)
     assert GuidedUNetConfig(64, 32, 1, channel_mult=[1, 2], attention_resolutions=[16, 8]).to_dict()[

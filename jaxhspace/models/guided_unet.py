@@ -154,6 +154,16 @@ class GuidedUNetConfig:
     def num_downsamples(self) -> int:
         return len(self.channel_mult_tuple) - 1
 
+    @property
+    def sample_size(self) -> int:
+        """diffusers-style alias of ``image_size`` (what jobs read to size their inputs)."""
+        return self.image_size
+
+    @property
+    def block_out_channels(self) -> tuple[int, ...]:
+        """diffusers-style per-level widths ``int(mult * num_channels)``; the last is the h-space width."""
+        return tuple(int(m * self.num_channels) for m in self.channel_mult_tuple)
+
     @classmethod
     def from_dict(cls, d: dict) -> "GuidedUNetConfig":
         """Build from a ``config.json`` / ARCH.json dict; ``_``-prefixed keys are ignored, unknown keys rejected."""
@@ -371,7 +381,7 @@ class GuidedUNetModel(nn.Module):
     def hspace_shape(self, height: int, width: int) -> tuple[int, int, int]:
         """Shape ``(h, w, C_mid)`` of the h-space for an input of size ``height x width``."""
         f = 2 ** self.config.num_downsamples
-        return height // f, width // f, int(self.config.channel_mult_tuple[-1] * self.config.num_channels)
+        return height // f, width // f, self.config.block_out_channels[-1]
 
     @staticmethod
     def _run(layers, h: Array, emb: Array) -> Array:
