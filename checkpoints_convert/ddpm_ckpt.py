@@ -3,15 +3,18 @@
     python -m checkpoints_convert.ddpm_ckpt SRC.ckpt DST (--preset celeba_hq|bedroom|church_outdoor
                                                           | --arch-json ARCH.json) [--overwrite]
 
-SRC: a torch-saved state dict in the pesser ``pytorch_diffusion`` key format (``temb.dense.0``, ``down.0.block.0.norm1``,
-``mid.attn_1.q``, ``up.*``, ``norm_out``, ``conv_out``), e.g. SDEdit's ``celeba_hq.ckpt``, ``bedroom.ckpt``,
-``church_outdoor.ckpt``. ``--preset`` uses the official ``configs/{celeba,bedroom,church}.yml`` values (all three:
-ch 128, ch_mult [1,1,2,2,4,4], 2 res blocks, attention at 16, image 256); ``ARCH.json`` holds the official config's
-``model:`` keys (ch, out_ch, ch_mult, num_res_blocks, attn_resolutions, dropout, in_channels, resamp_with_conv) plus
-``image_size``. DST (written into a temporary folder and renamed into place): ``config.json`` +
-``diffusion_pytorch_model.safetensors`` (a diffusers ``UNet2DModel``, loadable by ``jaxhspace.checkpoints.load_unet``
-and by ``diffusers.UNet2DModel.from_pretrained``) + ``scheduler_config.json`` (linear betas 1e-4..0.02, 1000 steps).
-Every missing, unexpected or mis-shaped key is reported (the official loader's ``strict=False`` would hide them).
+SRC: a torch-saved state dict in the pesser ``pytorch_diffusion`` key format (``temb.dense.0``,
+``down.0.block.0.norm1``, ``mid.attn_1.q``, ``up.*``, ``norm_out``, ``conv_out``), e.g. SDEdit's
+``celeba_hq.ckpt``, ``bedroom.ckpt``, ``church_outdoor.ckpt``. ``--preset`` uses the official
+``configs/{celeba,bedroom,church}.yml`` values (all three: ch 128, ch_mult [1,1,2,2,4,4], 2 res blocks,
+attention at 16, image 256); ``ARCH.json`` holds the official config's ``model:`` keys (ch, out_ch, ch_mult,
+num_res_blocks, attn_resolutions, dropout, in_channels, resamp_with_conv) plus ``image_size``.
+
+DST (written into a temporary folder and renamed into place): ``config.json`` +
+``diffusion_pytorch_model.safetensors`` (a diffusers ``UNet2DModel``, loadable by
+``jaxhspace.checkpoints.load_unet`` and by ``diffusers.UNet2DModel.from_pretrained``) + ``scheduler_config.json``
+(linear betas 1e-4..0.02, 1000 steps). Every missing, unexpected or mis-shaped key is reported (the official
+loader's ``strict=False`` would hide them).
 """
 from __future__ import annotations
 

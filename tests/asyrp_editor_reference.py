@@ -78,7 +78,8 @@ def perturb_(module: nn.Module, scale: float = 0.3, seed: int = 0) -> nn.Module:
 
 
 def official_pth(path, module: nn.Module) -> None:
-    """Save like the official training loop: ``{'0': state_dict, 'optimizer': SGD state, 'scheduler': StepLR state}``."""
+    """Save like the official training loop (diffusion_latent.py:378/404):
+    ``{'0': state_dict, 'optimizer': SGD state, 'scheduler': StepLR state}``."""
     opt = torch.optim.SGD(module.parameters(), lr=0.5, momentum=0, weight_decay=0)
     sch = torch.optim.lr_scheduler.StepLR(opt, step_size=20, gamma=0.9)
     torch.save({"0": module.state_dict(), "optimizer": opt.state_dict(), "scheduler": sch.state_dict()}, path)

@@ -136,7 +136,8 @@ class HoArch:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "HoArch":
-        """From an ``ARCH.json`` dict (the official ``model:`` keys + ``image_size``); raises on missing/unknown keys."""
+        """From an ``ARCH.json`` dict (the official ``model:`` keys + ``image_size``); raises on missing / unknown
+        keys (the official ``type``, ``var_type``, ``ema_rate``, ``ema`` are accepted and ignored)."""
         if not isinstance(d, Mapping):
             raise ValueError(f"DDPM arch must be a JSON object, got {type(d).__name__}")
         missing = [k for k in ARCH_KEYS if k not in d]

@@ -33,8 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxhspace.checkpoints.common import (
-    atomic_directory, flax_path_to_torch_key, params_to_state_dict, read_json, read_state_dict, save_state_dict_safetensors,
-    state_dict_to_params, write_json)
+    atomic_directory, flax_path_to_torch_key, params_to_state_dict, read_json, read_state_dict,
+    save_state_dict_safetensors, state_dict_to_params, write_json)
 from jaxhspace.models.editor import DeltaBlock, EditorConfig, editor_param_shapes
 
 FORMAT_KEY = "_jaxhspace_format"
@@ -218,7 +218,8 @@ def load_editor(path: str, layer: int | str = 0, num_groups: int = 32,
     cfg = read_json(os.path.join(path, "config.json"))
     if cfg.get(FORMAT_KEY) != EDITOR_FORMAT:
         raise ValueError(f"{path}/config.json is not an Asyrp editor ({FORMAT_KEY}={cfg.get(FORMAT_KEY)!r}; expected "
-                         f"{EDITOR_FORMAT!r}). Convert official checkpoints with python -m checkpoints_convert.asyrp_editor")
+                         f"{EDITOR_FORMAT!r}). Convert official checkpoints with "
+                         "python -m checkpoints_convert.asyrp_editor")
     editor = DeltaBlock(EditorConfig.from_dict(cfg["editor"]))
     wf = os.path.join(path, WEIGHTS)
     if not os.path.isfile(wf):

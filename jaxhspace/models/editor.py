@@ -127,7 +127,8 @@ class DeltaBlock(nn.Module):
         c = self.config
         conv = dict(kernel_size=(1, 1), dtype=self.dtype, kernel_init=torch_uniform_init(c.channels),
                     bias_init=torch_uniform_init(c.channels))
-        dense = dict(dtype=self.dtype, kernel_init=torch_uniform_init(c.temb_dim), bias_init=torch_uniform_init(c.temb_dim))
+        dense = dict(dtype=self.dtype, kernel_init=torch_uniform_init(c.temb_dim),
+                     bias_init=torch_uniform_init(c.temb_dim))
         norm = dict(num_groups=c.num_groups, epsilon=c.eps, use_fast_variance=False, dtype=self.dtype)
         if c.variant == "ddpm":
             self.conv1 = nn.Conv(c.channels, **conv)
@@ -167,9 +168,10 @@ class DeltaBlock(nn.Module):
 @functools.lru_cache(maxsize=16)
 def _init_fn(editor: DeltaBlock, hw: tuple[int, int]):
     c = editor.config
-    h = jnp.zeros((1, *hw, c.channels), jnp.float32)
-    temb = jnp.zeros((1, c.temb_dim), jnp.float32)
-    return jax.jit(lambda k: editor.init(k, h, temb)["params"])
+    # the dummy inputs are built inside the jitted function: built here, a first call under a trace (e.g. from
+    # editor_param_shapes' eval_shape) would cache a closure over tracers and leak them into every later call
+    return jax.jit(lambda k: editor.init(k, jnp.zeros((1, *hw, c.channels), jnp.float32),
+                                         jnp.zeros((1, c.temb_dim), jnp.float32))["params"])
 
 
 def init_editor(editor: DeltaBlock, key: jax.Array, hw: tuple[int, int] = (1, 1)) -> dict:
