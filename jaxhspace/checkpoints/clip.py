@@ -288,5 +288,6 @@ def save_clip_hf(folder, model: CLIPModel, params: dict, tokenizer=None, overwri
         _write_tokenizer(tmp, tokenizer)
 
 
-__all__ = ["load_clip", "load_clip_text", "load_clip_tokenizer", "state_dict_to_clip_text_params", "save_clip_converted", "save_clip_hf", "write_byte_level_clip_vocab",
+__all__ = ["load_clip", "load_clip_text", "load_clip_tokenizer", "state_dict_to_clip_text_params",
+           "save_clip_converted", "save_clip_hf", "write_byte_level_clip_vocab",
            "state_dict_to_clip_params", "clip_params_to_state_dict", "TOKENIZER_FILES"]

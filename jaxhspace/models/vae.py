@@ -158,7 +158,8 @@ class AutoencoderKLConfig(_AutoencoderConfigBase):
         for name in ("shift_factor", "latents_mean", "latents_std"):
             if getattr(self, name) is not None:
                 self._bad(name, "None (only scaling_factor normalisation, as in SD-1.x/2.x)")
-        if isinstance(self.latent_channels, bool) or not isinstance(self.latent_channels, int) or self.latent_channels < 1:
+        lc = self.latent_channels
+        if isinstance(lc, bool) or not isinstance(lc, int) or lc < 1:
             self._bad("latent_channels", "an int >= 1")
 
 
