@@ -27,14 +27,14 @@ SD1_TINY = dict(
     flip_sin_to_cos=True, freq_shift=0, downsample_padding=1,
 )
 # SD-2 style: Linear proj_in/proj_out, upcast_attention, per-block head counts; also per-block layers_per_block and
-# only_cross_attention, two transformer layers per block, sin-first embedding, asymmetric downsample padding,
+# only_cross_attention and transformer_layers_per_block (the mid block gets the last: 2), sin-first embedding,
+# asymmetric downsample padding,
 # scale_shift resnets, a mid-block scale factor and GELU.
 SD2_TINY = dict(
-    sample_size=16, in_channels=4, out_channels=4, block_out_channels=[16, 32, 32], layers_per_block=[2, 1, 1],
-    down_block_types=["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
-    up_block_types=["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
-    cross_attention_dim=20, attention_head_dim=[2, 4, 4], use_linear_projection=True, upcast_attention=True,
-    only_cross_attention=[True, False, False], transformer_layers_per_block=2, norm_num_groups=8, norm_eps=1e-6,
+    sample_size=16, in_channels=4, out_channels=4, block_out_channels=[16, 32], layers_per_block=[2, 1],
+    down_block_types=["CrossAttnDownBlock2D", "DownBlock2D"], up_block_types=["UpBlock2D", "CrossAttnUpBlock2D"],
+    cross_attention_dim=20, attention_head_dim=[2, 4], use_linear_projection=True, upcast_attention=True,
+    only_cross_attention=[True, False], transformer_layers_per_block=[1, 2], norm_num_groups=8, norm_eps=1e-6,
     act_fn="gelu", flip_sin_to_cos=False, freq_shift=1, downsample_padding=0, resnet_time_scale_shift="scale_shift",
     mid_block_scale_factor=1.3,
 )
@@ -108,37 +108,68 @@ def torch_encode(model, z: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> to
     return model.mid_block(s, emb, encoder_hidden_states=c)
 
 
-def inputs(cfg, batch=2, size=16, seed=0, tokens=7):
+def inputs(cfg, batch=2, size=16, seed=0, tokens=7, float_t=False, one_prompt=False):
+    """z ``[B, S, S, C]``, distinct timesteps ``[B]`` (int, or fractional floats), text ``[B or 1, tokens, D]``."""
     rng = np.random.default_rng(seed)
     z = rng.normal(size=(batch, size, size, cfg["in_channels"])).astype(np.float32)
-    c = rng.normal(size=(batch, tokens, cfg["cross_attention_dim"])).astype(np.float32)
-    return z, np.linspace(3, 999, batch).astype(np.int64), c
+    c = rng.normal(size=(1 if one_prompt else batch, tokens, cfg["cross_attention_dim"])).astype(np.float32)
+    t = np.linspace(3.25, 999, batch).astype(np.float32) if float_t else np.linspace(3, 999, batch).astype(np.int64)
+    return z, t, c
 
 
+# sd1: int t, one prompt per sample; sd2: fractional float t, one prompt broadcast over the batch.
+INPUT_KW = {"sd1": {}, "sd2": dict(float_t=True, one_prompt=True)}
 _JIT = {}
 
 
 def jax_forward(model, params, z, t, c, delta_h=None):
-    """Jitted eps (``__call__`` with delta_h) and h (``encode``), NumPy; cached per model."""
+    """One jitted program per model (cached): eps of ``__call__`` with ``delta_h`` (zeros when None), h of
+    ``encode``, and eps of ``decode(h + delta_h, skips, temb, c)`` (which must equal the first exactly). NumPy."""
     if id(model) not in _JIT:
         def f(params, z, t, c, dh):
             v = {"params": params}
-            return model.apply(v, z, t, c, delta_h=dh), model.apply(v, z, t, c, method=model.encode).h
+            b = model.apply(v, z, t, c, method=model.encode)
+            eps_decode = model.apply(v, b.h + dh, b.skips, b.temb, c, method=model.decode)
+            return model.apply(v, z, t, encoder_hidden_states=c, delta_h=dh), b.h, eps_decode
 
         _JIT[id(model)] = (model, jax.jit(f))
-    eps, h = _JIT[id(model)][1](params, z, t, c, delta_h)
-    return np.asarray(eps), np.asarray(h)
+    f = _JIT[id(model)][1]
+    hw = model.hspace_shape(z.shape[1], z.shape[2])
+    dh = np.zeros((z.shape[0], *hw), np.float32) if delta_h is None else delta_h
+    eps, h, eps_decode = map(np.asarray, f(params, z, t, c, dh))
+    np.testing.assert_array_equal(eps_decode, eps)  # __call__ == decode(encode) (+ delta_h), bit for bit
+    return eps, h
+
+
+def torch_context(c, batch):
+    return np.array(np.broadcast_to(c, (batch, *c.shape[1:])))
+
+
+_BUILT = {}
+
+
+def built(name, tmp_path_factory):
+    """(name, config, torch reference, jax model, jax params, folder) for a tiny config, loaded through load_unet;
+    built once per test session."""
+    if name not in _BUILT:
+        cfg = TINY[name]
+        torch_model = make_torch_unet(cfg, seed=len(name) + 3)
+        folder = str(tmp_path_factory.mktemp(name))
+        torch_model.save_pretrained(folder)
+        model, params = load_unet(folder)
+        _BUILT[name] = (name, cfg, torch_model, model, params, folder)
+    return _BUILT[name]
 
 
 @pytest.fixture(scope="module", params=sorted(TINY))
 def tiny(request, tmp_path_factory):
-    """(name, config, torch reference, jax model, jax params) per tiny config, loaded through load_unet."""
-    cfg = TINY[request.param]
-    torch_model = make_torch_unet(cfg, seed=len(request.param) + 3)
-    folder = str(tmp_path_factory.mktemp(request.param))
-    torch_model.save_pretrained(folder)
-    model, params = load_unet(folder)
-    return request.param, cfg, torch_model, model, params
+    return built(request.param, tmp_path_factory)[:5]
+
+
+@pytest.fixture(scope="module")
+def sd2(tmp_path_factory):
+    """The richer tiny config (linear projection, upcast, per-block heads/layers, only_cross_attention)."""
+    return built("sd2", tmp_path_factory)[:5]
 
 
 def test_eps_and_h_match_diffusers(tiny):
@@ -146,8 +177,8 @@ def test_eps_and_h_match_diffusers(tiny):
     assert isinstance(model, UNet2DConditionModel)
     n_torch = sum(p.numel() for p in torch_model.parameters())
     assert sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params)) == n_torch
-    z, t, c = inputs(cfg)
-    eps_t, h_t = torch_forward(torch_model, z, t, c)
+    z, t, c = inputs(cfg, **INPUT_KW[name])
+    eps_t, h_t = torch_forward(torch_model, z, t, torch_context(c, 2))
     eps_j, h_j = jax_forward(model, params, z, t, c)
     assert h_j.shape == h_t.shape == (2, *model.hspace_shape(16, 16))
     e_eps, e_h = max_abs(eps_j, eps_t), max_abs(h_j, h_t)
@@ -157,41 +188,21 @@ def test_eps_and_h_match_diffusers(tiny):
     assert e_eps <= REGRESSION_TOL and e_h <= REGRESSION_TOL
 
 
-def test_float_t_and_broadcast_context(tiny):
-    _, cfg, torch_model, model, params = tiny
-    z, _, c = inputs(cfg, seed=1)
-    t = np.array([12.5, 640.25], np.float32)
-    eps_t, _ = torch_forward(torch_model, z, t, np.repeat(c[:1], 2, axis=0))
-    eps_j, _ = jax_forward(model, params, z, t, c[:1])  # one prompt for the whole batch
-    assert max_abs(eps_j, eps_t) <= TOL
-
-
-def test_decode_encode_equals_call_exactly(tiny):
-    _, cfg, _, model, params = tiny
-    z, t, c = inputs(cfg, seed=2)
-    v = {"params": params}
-    eps = model.apply(v, z, t, encoder_hidden_states=c)
-    b = model.apply(v, z, t, c, method=model.encode)
-    assert len(b.skips) == model.config.num_skips
-    np.testing.assert_array_equal(model.apply(v, b.h, b.skips, b.temb, c, method=model.decode), eps)
-    np.testing.assert_array_equal(model.apply(v, z, t, c, delta_h=jnp.zeros_like(b.h)), eps)
-
-
 def test_delta_h_matches_torch_hook(tiny):
-    _, cfg, torch_model, model, params = tiny
-    z, t, c = inputs(cfg, seed=3)
+    name, cfg, torch_model, model, params = tiny
+    z, t, c = inputs(cfg, seed=3, **INPUT_KW[name])
     dh = np.random.default_rng(0).normal(0, 0.5, (2, *model.hspace_shape(16, 16))).astype(np.float32)
-    eps_t, _ = torch_forward(torch_model, z, t, c, delta_h=dh)
+    eps_t, _ = torch_forward(torch_model, z, t, torch_context(c, 2), delta_h=dh)
     eps_j, _ = jax_forward(model, params, z, t, c, delta_h=dh)
     err = max_abs(eps_j, eps_t)
-    print(f"\ndelta_h eps err {err:.2e}")
+    print(f"\n{name}: delta_h eps err {err:.2e}")
     assert err <= TOL
-    assert max_abs(eps_j, torch_forward(torch_model, z, t, c)[0]) > 1e-3  # the edit does something
+    assert max_abs(eps_j, torch_forward(torch_model, z, t, torch_context(c, 2))[0]) > 1e-3  # the edit does something
 
 
-def test_jvp_matches_torch_func_jvp(tiny):
+def test_jvp_matches_torch_func_jvp(sd2):
     """Forward-mode derivatives d eps/dz·v and dh/dz·v (what pullback directions use) against torch.func.jvp."""
-    _, cfg, torch_model, model, params = tiny
+    _, cfg, torch_model, model, params = sd2
     z, t, c = inputs(cfg, batch=1, seed=4)
     dz = np.random.default_rng(5).normal(size=z.shape).astype(np.float32)
     tt, ct = torch.from_numpy(t), torch.from_numpy(c)
@@ -203,24 +214,20 @@ def test_jvp_matches_torch_func_jvp(tiny):
         _, jh_t = torch.func.jvp(lambda x: torch_encode(torch_model, x, tt, ct), (nchw(z),), (nchw(dz),))
     v = {"params": params}
 
-    @jax.jit
-    def jvps(z, dz):
-        eps = jax.jvp(lambda x: model.apply(v, x, t, c), (z,), (dz,))[1]
-        h = jax.jvp(lambda x: model.apply(v, x, t, c, method=model.encode).h, (z,), (dz,))[1]
-        return eps, h
+    def eps_and_h(x):
+        b = model.apply(v, x, t, c, method=model.encode)
+        return model.apply(v, *b, c, method=model.decode), b.h
 
-    jeps_j, jh_j = jvps(z, dz)
+    jeps_j, jh_j = jax.jit(lambda z, dz: jax.jvp(eps_and_h, (z,), (dz,))[1])(z, dz)
     e_eps, e_h = max_abs(jeps_j, nhwc(jeps_t)), max_abs(jh_j, nhwc(jh_t))
     print(f"\njvp err: eps {e_eps:.2e} (max {np.abs(nhwc(jeps_t)).max():.2f}), h {e_h:.2e} "
           f"(max {np.abs(nhwc(jh_t)).max():.2f})")
     assert e_eps <= TOL and e_h <= TOL
 
 
-def test_bfloat16_compute_is_close(tiny, tmp_path):
-    name, cfg, torch_model, _, _ = tiny
-    folder = str(tmp_path / name)
-    torch_model.save_pretrained(folder)
-    model16, params16 = load_unet(folder, dtype=jnp.bfloat16)
+def test_bfloat16_compute_is_close(sd2, tmp_path_factory):
+    _, cfg, torch_model, _, _ = sd2
+    model16, params16 = load_unet(built("sd2", tmp_path_factory)[5], dtype=jnp.bfloat16)
     assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params16))
     z, t, c = inputs(cfg, batch=1, seed=6)
     eps_t, _ = torch_forward(torch_model, z, t, c)
@@ -234,9 +241,7 @@ def test_bfloat16_compute_is_close(tiny, tmp_path):
 # ------------------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def sd1(tmp_path_factory):
-    folder = str(tmp_path_factory.mktemp("sd1_bad"))
-    make_torch_unet(SD1_TINY, seed=1).save_pretrained(folder)
-    model, params = load_unet(folder)
+    _, _, _, model, params, folder = built("sd1", tmp_path_factory)
     return folder, model, params
 
 
@@ -244,27 +249,35 @@ def test_bad_inputs_raise_clear_errors(sd1):
     _, model, params = sd1
     z, t, c = inputs(SD1_TINY, batch=2)
     v = {"params": params}
+
+    def apply(*args, **kwargs):  # traced only: the checks run on static shapes before any computation
+        return jax.eval_shape(lambda *a: model.apply(v, *a, **kwargs), *args)
+
     with pytest.raises(ValueError, match="encoder_hidden_states is required"):
-        model.apply(v, z, t)
+        apply(z, t)
     with pytest.raises(ValueError, match="encoder_hidden_states is required"):
-        model.apply(v, z, t, method=model.encode)
+        apply(z, t, method=model.encode)
     with pytest.raises(ValueError, match="width 30 but this UNet's cross_attention_dim is 24"):
-        model.apply(v, z, t, np.zeros((2, 7, 30), np.float32))
+        apply(z, t, np.zeros((2, 7, 30), np.float32))
     with pytest.raises(ValueError, match="must be 3-D"):
-        model.apply(v, z, t, np.zeros((7, 24), np.float32))
+        apply(z, t, np.zeros((7, 24), np.float32))
     with pytest.raises(ValueError, match="batch 3 must be 1 or the latent batch 2"):
-        model.apply(v, z, t, np.zeros((3, 7, 24), np.float32))
+        apply(z, t, np.zeros((3, 7, 24), np.float32))
     with pytest.raises(ValueError, match="must have 4 latent channels"):
-        model.apply(v, np.zeros((2, 16, 16, 3), np.float32), t, c)
+        apply(np.zeros((2, 16, 16, 3), np.float32), t, c)
     with pytest.raises(ValueError, match="looks like NCHW"):
-        model.apply(v, np.zeros((2, 4, 16, 16), np.float32), t, c)
+        apply(np.zeros((2, 4, 16, 16), np.float32), t, c)
     with pytest.raises(ValueError, match="divisible by 4"):
-        model.apply(v, np.zeros((2, 18, 18, 4), np.float32), t, c)
-    b = model.apply(v, z, t, c, method=model.encode)
+        apply(np.zeros((2, 18, 18, 4), np.float32), t, c)
+    b = apply(z, t, c, method=model.encode)
     with pytest.raises(ValueError, match="encoder_hidden_states is required"):
-        model.apply(v, b.h, b.skips, b.temb, method=model.decode)
+        apply(b.h, b.skips, b.temb, method=model.decode)
+    with pytest.raises(ValueError, match="decode expects 6 skip tensors"):
+        apply(b.h, b.skips[1:], b.temb, c, method=model.decode)
+    with pytest.raises(ValueError, match="encoder_hidden_states must be float"):
+        apply(z, t, np.zeros((2, 7, 24), np.int32))
     with pytest.raises(ValueError, match="does not broadcast"):
-        model.apply(v, z, t, c, delta_h=np.zeros((2, 3, 3, 32), np.float32))
+        apply(z, t, c, delta_h=np.zeros((2, 3, 3, 32), np.float32))
 
 
 @pytest.mark.parametrize("field, value", [
