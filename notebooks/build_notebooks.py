@@ -16,28 +16,31 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # ------------------------------------------------------------------------------------------------
 # Shared cells
 # ------------------------------------------------------------------------------------------------
-SETUP = r'''
-import os, sys
+def setup_cell(pip_spec: str, before_jax: str = "") -> str:
+    """First code cell: install jaxhspace (a regular install, by name or wheel path) unless it is importable, then
+    print its version and JAX's backend. ``before_jax``: code that must run before jax is imported."""
+    return r'''
+import os, subprocess, sys
 
-IN_COLAB = "google.colab" in sys.modules
-if IN_COLAB:
-    # Colab: upload or clone the jaxhspace repository to JAXHSPACE_SRC first (this notebook never downloads
-    # anything by itself), then install it. The equivalent shell command in a checkout is `pip install -e .`
-    import subprocess
-    src = os.environ.get("JAXHSPACE_SRC", "/content/jaxhspace")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", src], check=True)
-else:
-    # Local checkout without `pip install -e .`: put the repository root on sys.path.
-    root = os.path.abspath(os.getcwd())
-    while root != os.path.dirname(root) and not os.path.isfile(os.path.join(root, "jaxhspace", "__init__.py")):
-        root = os.path.dirname(root)
-    if os.path.isfile(os.path.join(root, "jaxhspace", "__init__.py")) and root not in sys.path:
-        sys.path.insert(0, root)
+# A regular install: the wheel carries the shipped models and configs, no checkout is needed. JAXHSPACE_PIP is what
+# pip installs: a name (PEP 508, e.g. "jaxhspace[tpu]") or the path of a wheel you uploaded, e.g.
+# "/content/jaxhspace-0.1.0-py3-none-any.whl[tpu]" (build it in a checkout with `python -m build`).
+JAXHSPACE_PIP = os.environ.get("JAXHSPACE_PIP", "''' + pip_spec + r'''")
+try:
+    import jaxhspace
+except ImportError:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", JAXHSPACE_PIP], check=True)
+    import jaxhspace
 
 # TINY = True runs everything with tiny settings (CI runs the notebooks on CPU this way).
 TINY = os.environ.get("JAXHSPACE_NOTEBOOK_TINY", "0") == "1"
-print("tiny settings" if TINY else "full settings")
+''' + before_jax + r'''
+import jax
+
+print(f"jaxhspace {jaxhspace.__version__} | JAX {jax.__version__} | backend: {jax.default_backend()} | "
+      f"{'tiny' if TINY else 'full'} settings")
 '''
+
 
 PLOT_HELPER = r'''
 import matplotlib.pyplot as plt
@@ -62,15 +65,16 @@ QUICKSTART = [
 
 The h-space (the UNet bottleneck, the mid-block output) of a diffusion model, in JAX/Flax:
 
-1. load the shipped model (`jaxhspace.world.load_model()`: the SynthFaces DDPM under `assets/`, or a random
-   tiny UNet with a warning if that asset is missing);
+1. load the shipped model (`jaxhspace.world.load_model()`: the SynthFaces DDPM that the package carries, or a
+   random tiny UNet with a warning saying how to get it back if that asset is missing);
 2. DDIM sampling and DDIM inversion;
 3. an Asyrp edit (asymmetric reverse process with a Δh in h-space): a shipped editor from `assets/editors` if
    there is one, otherwise a supervised Δh (mean h of smiling minus frowning SynthFaces);
 4. pullback directions (Park et al.): the top singular vectors of J = ∂h/∂x, by randomized block Krylov.
 
-Runtime → Change runtime type → TPU (or GPU/CPU: everything also runs there)."""),
-    ("code", SETUP),
+Runtime → Change runtime type → TPU (or GPU/CPU: everything also runs there). The first cell installs jaxhspace
+(by name, or set `JAXHSPACE_PIP` to an uploaded wheel's path) unless it is already installed."""),
+    ("code", setup_cell("jaxhspace")),
     ("code", r'''
 if TINY:
     N_IMAGES, N_STEPS, N_INV, N_TEST, N_DIR_IMAGES, K_DIRS = 2, 4, 4, 4, 16, 2
@@ -189,13 +193,15 @@ TPU = [
     ("md", """
 # jaxhspace on TPU: sharded batch edits and Jacobian-SVD timing
 
-Runtime → Change runtime type → TPU. The batch of images (and the block of probe vectors of the Jacobian SVD)
+Runtime → Change runtime type → TPU. The first cell installs `jaxhspace[tpu]` (JAX's TPU build; or set
+`JAXHSPACE_PIP` to an uploaded wheel's path, e.g. `/content/jaxhspace-0.1.0-py3-none-any.whl[tpu]`) unless it is
+already installed. The batch of images (and the block of probe vectors of the Jacobian SVD)
 is split over all devices of a 1-D mesh; weights are replicated (`jaxhspace/parallel.py`). With tiny settings
 (CI) the notebook fakes 4 CPU devices."""),
-    ("code", SETUP + r'''
+    ("code", setup_cell("jaxhspace[tpu]", before_jax=r'''
 if TINY and "XLA_FLAGS" not in os.environ:
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"   # before jax is imported
-'''),
+''')),
     ("code", r'''
 import time
 
