@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from jaxhspace.checkpoints import encode_prompt, images_to_latents, latents_to_images, load_pipeline
+from jaxhspace.checkpoints import encode_prompt, images_to_latents, latents_to_images, load_pipeline, load_vae
 from jaxhspace.checkpoints.clip import load_clip_tokenizer, write_byte_level_clip_vocab
 from jaxhspace.models.clip import CLIPTextModel
 from jaxhspace.models.vae import AutoencoderKL, VQModel
@@ -89,6 +89,8 @@ def test_ldm_latents_round_trip_vs_diffusers(ldm):
     np.testing.assert_allclose(np.asarray(latents_to_images(pipe, nhwc(h) * s)), nhwc(img), atol=TOL, rtol=0)
     with pytest.raises(ValueError, match="latents must be NHWC"):
         latents_to_images(pipe, np.zeros((1, 8, 8, 4), np.float32))
+    vae, params = load_vae(ldm[0])  # a pipeline root resolves to its vqvae/
+    assert isinstance(vae, VQModel) and params["quantize"]["embedding"]["embedding"].shape == (32, 3)
 
 
 def test_vq_scaling_factor_defaults_to_one_when_absent(ldm, tmp_path):

@@ -49,7 +49,8 @@ def load_vae(path, dtype: Any = jnp.float32):
     """Load a diffusers ``AutoencoderKL`` or ``VQModel`` folder.
 
     Args:
-      path: folder with ``config.json`` + ``diffusion_pytorch_model.safetensors`` (or ``.bin``).
+      path: folder with ``config.json`` + ``diffusion_pytorch_model.safetensors`` (or ``.bin``), or a pipeline
+        folder with one ``vae/`` or ``vqvae/`` subfolder.
       dtype: compute dtype of the returned module; params are float32.
 
     Returns:
@@ -65,6 +66,10 @@ def load_vae(path, dtype: Any = jnp.float32):
     if not os.path.isdir(folder):
         raise ValueError(f"{folder} is not a folder: pass a diffusers AutoencoderKL/VQModel folder "
                          "(config.json + diffusion_pytorch_model.safetensors), e.g. a pipeline's vae/ subfolder.")
+    if not os.path.isfile(os.path.join(folder, "config.json")):  # a pipeline root: use its vae/ or vqvae/
+        subs = [s for s in ("vae", "vqvae") if os.path.isfile(os.path.join(folder, s, "config.json"))]
+        if len(subs) == 1:
+            folder = os.path.join(folder, subs[0])
     cfg = read_json(os.path.join(folder, "config.json"))
     vae = vae_from_config(cfg, dtype)
     state_dict = read_state_dict(find_weights_file(folder, WEIGHT_FILES))
