@@ -1,11 +1,11 @@
 """Packaging: the wheel carries the embedded default world and the configs, and works outside the checkout.
 
-The slow test builds the sdist and, from it, the wheel (``python -m build --no-isolation``: offline, with the
-running environment's setuptools), installs the wheel into a fresh venv outside the checkout (``--no-deps``; a
-``.pth`` file lets the venv see the running environment's dependencies, never the checkout's editable
-jaxhspace), and from a temporary directory loads the shipped DDPM, probe and CLIP and runs the demo by its
-config name with the quick settings of tests/test_demo.py. The fast tests check config names, the overrides
-and the missing-asset messages in the checkout.
+``python -m build --no-isolation`` (offline, with the running environment's setuptools) builds the sdist and,
+from it, the wheel; a fast test checks both for warnings and their contents. The slow test installs the wheel
+into a fresh venv outside the checkout (``--no-deps``; a ``.pth`` file lets the venv see the running
+environment's dependencies, never the checkout's editable jaxhspace) and, from a temporary directory, loads the
+shipped DDPM, probe and CLIP and runs the demo by its config name with tests/test_demo.py's quick settings. The
+other fast tests check config names, ``--config.<field>=`` overrides and the missing-asset messages.
 """
 import glob
 import hashlib
@@ -186,23 +186,26 @@ print(json.dumps(dict(
 '''
 
 
-@pytest.mark.slow
-def test_wheel_installs_outside_checkout_and_runs_demo(tmp_path):
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """``python -m build --no-isolation``: the sdist, then the wheel built from the unpacked sdist."""
     pytest.importorskip("build", reason="the test extra installs build")
-    dist = tmp_path / "dist"
+    dist = tmp_path_factory.mktemp("dist")
     t0 = time.perf_counter()
     r = subprocess.run([sys.executable, "-m", "build", "--no-isolation", "--outdir", str(dist), ROOT],
                        capture_output=True, text=True, env=_clean_env(), timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    log = r.stdout + r.stderr
-    assert not [ln for ln in log.splitlines() if "warn" in ln.lower()], log[-3000:]
-    t_build = time.perf_counter() - t0
     (sdist,) = glob.glob(str(dist / "*.tar.gz"))
     (wheel,) = glob.glob(str(dist / "*.whl"))
+    return dict(sdist=sdist, wheel=wheel, log=r.stdout + r.stderr, seconds=time.perf_counter() - t0)
 
-    # sdist: sources, configs, assets, README (the wheel above was built from it)
-    with tarfile.open(sdist) as tf:
-        prefix = os.path.basename(sdist)[:-len(".tar.gz")] + "/"
+
+def test_build_sdist_and_wheel_carry_sources_configs_assets(built):
+    log = built["log"]
+    assert not [ln for ln in log.splitlines() if "warn" in ln.lower()], log[-3000:]
+    # sdist: sources, configs, assets, README (the wheel was built from it)
+    with tarfile.open(built["sdist"]) as tf:
+        prefix = os.path.basename(built["sdist"])[:-len(".tar.gz")] + "/"
         in_sdist = {n[len(prefix):] for n in tf.getnames()}
     sources = {os.path.relpath(f, ROOT) for f in glob.glob(os.path.join(ROOT, "jaxhspace", "**", "*.py"),
                                                            recursive=True)}
@@ -210,21 +213,26 @@ def test_wheel_installs_outside_checkout_and_runs_demo(tmp_path):
     assets = {"assets/" + a for a in _asset_files()}
     for required in (sources, configs, assets, {"README.md", "LICENSE", "pyproject.toml", "setup.py"}):
         assert required <= in_sdist, sorted(required - in_sdist)[:10]
+    assert not [n for n in in_sdist if "__pycache__" in n or n.endswith(".pyc")]
 
     # wheel: every package, config and asset under jaxhspace/; under PyPI's 100 MB limit
-    wheel_mb = os.path.getsize(wheel) / 1e6
-    assert wheel_mb < 100
-    in_wheel = set(zipfile.ZipFile(wheel).namelist())
+    assert os.path.getsize(built["wheel"]) < 100e6
+    in_wheel = set(zipfile.ZipFile(built["wheel"]).namelist())
     packages = {os.path.relpath(f, ROOT) for f in glob.glob(os.path.join(ROOT, "jaxhspace", "**", "__init__.py"),
                                                             recursive=True)}
     assert packages <= in_wheel, sorted(packages - in_wheel)
-    assert {"jaxhspace/" + c for c in configs} <= in_wheel
-    assert {"jaxhspace/" + a for a in assets} <= in_wheel
+    assert {"jaxhspace/" + c for c in configs} <= in_wheel, sorted({"jaxhspace/" + c for c in configs} - in_wheel)
+    assert {"jaxhspace/" + a for a in assets} <= in_wheel, sorted({"jaxhspace/" + a for a in assets} - in_wheel)
+    assert not [n for n in in_wheel if "__pycache__" in n or n.endswith(".pyc")]
 
+
+@pytest.mark.slow
+def test_wheel_installs_outside_checkout_and_runs_demo(built, tmp_path):
+    wheel = built["wheel"]
     # fresh venv outside the checkout; the wheel alone, then a .pth with the running environment's
     # site-packages (dependencies only: .pth files there, e.g. the editable jaxhspace's finder, are not run)
     venv = tmp_path / "venv"
-    t1 = time.perf_counter()
+    t_start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=300)
     py = str(venv / "bin" / "python")
     r = subprocess.run([sys.executable, "-m", "pip", "--python", py, "install", "--no-deps", "--no-index",
@@ -238,6 +246,7 @@ def test_wheel_installs_outside_checkout_and_runs_demo(tmp_path):
     deps = [p for p in site.getsitepackages() if os.path.isdir(p)]
     with open(os.path.join(site_dir, "zz_running_env_deps.pth"), "w") as f:
         f.write("\n".join(deps) + "\n")
+    t_installed = time.perf_counter()
 
     work = tmp_path / "elsewhere"
     work.mkdir()
@@ -261,16 +270,19 @@ def test_wheel_installs_outside_checkout_and_runs_demo(tmp_path):
     n_shipped = sum(v.size for v in shipped.values())
     assert info["n_params"] == n_shipped and info["sample_size"] == 32
     assert info["probe"] and info["clip_params"] > 0 and info["tokens"] > 2
+    t_checks = time.perf_counter()
 
     # the demo by its config name, quick settings, from the other directory
     r = subprocess.run([py, "-m", "jaxhspace.main", "--config", "demo", "--workdir", "runs/demo", *DEMO_QUICK],
                        cwd=work, capture_output=True, text=True, env=env, timeout=1800)
     assert r.returncode == 0, r.stderr[-3000:]
-    t_report = time.perf_counter() - t1
+    t_report = time.perf_counter()
     out = work / "runs" / "demo"
     m = json.loads((out / "metrics.json").read_text())
     assert m["stages"] == ["asyrp_edit", "pullback", "haas", "pca"]
     assert [len(m["scores"][s]) for s in m["stages"]] == [2 * 4 + 3, 2, 2, 2]  # as in tests/test_demo.py
     html = (out / "index.html").read_text(encoding="utf-8")
     assert all(f"<section id='{s}'>" in html for s in ("asyrp", "pullback", "haas", "pca"))
-    print(f"\nwheel {wheel_mb:.1f} MB; build {t_build:.0f} s; install + checks + quick demo {t_report:.0f} s")
+    print(f"\nwheel {os.path.getsize(wheel) / 1e6:.1f} MB; build {built['seconds']:.0f} s; venv + install "
+          f"{t_installed - t_start:.0f} s; load checks {t_checks - t_installed:.0f} s; quick demo "
+          f"{t_report - t_checks:.0f} s; install to report {t_report - t_start:.0f} s")
