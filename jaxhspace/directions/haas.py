@@ -24,7 +24,7 @@ def haas_operator(model, params, x_t, t, chunk_size=None, compute_dtype=None) ->
                             compute_dtype=compute_dtype)
 
 
-def haas_jacobian(model, params, x_t, t, k: int, key, method: str = "krylov", chunk_size=None,
+def haas_jacobian(model, params, x_t, t, k: int, key, method: str = "lanczos", chunk_size=None,
                   compute_dtype=None, **svd_kwargs) -> SVDResult:
     """Top-k singular triplets of J = ∂ε/∂h at (x_t, t).
 

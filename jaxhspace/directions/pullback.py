@@ -33,7 +33,7 @@ def pullback_operator(model, params, x_t, t, chunk_size=None, compute_dtype=None
     return JacobianOperator(h_of_x(model, params, t), x_t, chunk_size=chunk_size, compute_dtype=compute_dtype)
 
 
-def pullback(model, params, x_t, t, k: int, key, method: str = "krylov", chunk_size=None,
+def pullback(model, params, x_t, t, k: int, key, method: str = "lanczos", chunk_size=None,
              compute_dtype=None, **svd_kwargs) -> SVDResult:
     """Top-k singular triplets of J = ∂h/∂x at (x_t, t).
 
@@ -43,7 +43,8 @@ def pullback(model, params, x_t, t, k: int, key, method: str = "krylov", chunk_s
       t: scalar timestep (int or float; the official code passes float t).
       k: number of directions (official: 50 for transport/sampling, 2 in the editing script).
       key: PRNG key (or int seed) for the random start block.
-      method: "krylov" (randomized block Krylov, default) or "subspace" (block power iteration).
+      method: "lanczos" (thick-restart Lanczos bidiagonalisation, default), "krylov" (randomized block
+        Krylov) or "subspace" (block power iteration).
       chunk_size, compute_dtype: passed to :class:`JacobianOperator` (memory bound, bf16 products).
       **svd_kwargs: tol, max_iters, block_size, ... of the SVD method.
 
