@@ -12,6 +12,7 @@ import hashlib
 import importlib.resources
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -188,11 +189,16 @@ print(json.dumps(dict(
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    """``python -m build --no-isolation``: the sdist, then the wheel built from the unpacked sdist."""
+    """``python -m build --no-isolation``: the sdist, then the wheel built from the unpacked sdist. Built from a
+    copy of the checkout without its build state (a stale ``*.egg-info/SOURCES.txt`` would add its files to the
+    sdist), as a fresh clone would be."""
     pytest.importorskip("build", reason="the test extra installs build")
+    src = tmp_path_factory.mktemp("src") / "jaxhspace"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".git", ".venv", "*.egg-info", "build", "dist", "runs",
+                                                             "__pycache__", ".pytest_cache"))
     dist = tmp_path_factory.mktemp("dist")
     t0 = time.perf_counter()
-    r = subprocess.run([sys.executable, "-m", "build", "--no-isolation", "--outdir", str(dist), ROOT],
+    r = subprocess.run([sys.executable, "-m", "build", "--no-isolation", "--outdir", str(dist), str(src)],
                        capture_output=True, text=True, env=_clean_env(), timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     (sdist,) = glob.glob(str(dist / "*.tar.gz"))
