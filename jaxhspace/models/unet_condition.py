@@ -411,7 +411,7 @@ class UNet2DConditionModel(nn.Module):
         return height // f, width // f, self.config.block_out_channels[-1]
 
     def _check_context(self, context: Optional[Array], batch: int) -> Array:
-        """Validate ``encoder_hidden_states`` ``[B or 1, M, cross_attention_dim]``; return it broadcast to ``[B, M, D]``."""
+        """Validate ``encoder_hidden_states`` ``[B or 1, M, cross_attention_dim]``; return it as ``[B, M, D]``."""
         d = self.config.context_dim
         if context is None:
             raise ValueError(f"encoder_hidden_states is required: pass the text embeddings [B, M, {d}] (e.g. the CLIP "
