@@ -117,7 +117,7 @@ def test_missing_weights_and_config_are_reported(tmp_path):
 
 
 @pytest.mark.parametrize("field, value, supported", [
-    ("time_embedding_type", "fourier", "positional"),
+    ("time_embedding_type", "learned", "positional"),
     ("class_embed_type", "timestep", "None"),
     ("down_block_types", ["DownBlock2D", "CrossAttnDownBlock2D", "AttnDownBlock2D"], "AttnDownBlock2D"),
     ("up_block_types", ["AttnUpBlock2D", "AttnUpBlock2D", "SkipUpBlock2D"], "UpBlock2D"),

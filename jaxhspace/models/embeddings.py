@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from jaxhspace.models.blocks import get_activation
@@ -78,3 +79,24 @@ class TimestepEmbedding(nn.Module):
 
     def __call__(self, sample: jnp.ndarray) -> jnp.ndarray:
         return self.linear_2(get_activation(self.act_fn)(self.linear_1(sample)))
+
+
+class GaussianFourierProjection(nn.Module):
+    """Random Fourier features of log σ (diffusers ``GaussianFourierProjection`` as ``UNet2DModel`` builds it
+    for ``time_embedding_type="fourier"``: ``log=True``, ``flip_sin_to_cos=False``, ``scale=16``).
+
+    ``[B] σ > 0 -> [B, 2 * embedding_size]`` float32: ``[sin(2π W log σ), cos(2π W log σ)]``. ``weight`` is
+    a fixed (untrained) buffer in the checkpoint (state-dict key ``time_proj.weight``).
+    """
+
+    embedding_size: int = 256
+    scale: float = 1.0
+
+    def setup(self):
+        self.weight = self.param("weight", lambda k, s: jax.random.normal(k, s, jnp.float32) * self.scale,
+                                 (self.embedding_size,))
+
+    def __call__(self, sigmas: jnp.ndarray) -> jnp.ndarray:
+        x = jnp.log(sigmas.astype(jnp.float32))
+        x_proj = x[:, None] * self.weight[None, :] * 2 * math.pi  # same operation order as diffusers (float32)
+        return jnp.concatenate([jnp.sin(x_proj), jnp.cos(x_proj)], axis=-1)

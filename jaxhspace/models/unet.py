@@ -16,22 +16,31 @@ import jax.numpy as jnp
 from jaxhspace.models.bottleneck import Bottleneck
 from jaxhspace.models.blocks import (
     SUPPORTED_ACTIVATIONS, AttnDownBlock2D, AttnUpBlock2D, DownBlock2D, UNetMidBlock2D, UpBlock2D, conv, group_norm)
-from jaxhspace.models.embeddings import TimestepEmbedding, Timesteps
+from jaxhspace.models.embeddings import GaussianFourierProjection, TimestepEmbedding, Timesteps
+from jaxhspace.models.skip_blocks import (
+    SKIP_CHANNELS, AttnSkipDownBlock2D, AttnSkipUpBlock2D, SkipDownBlock2D, SkipUpBlock2D, skip_groups)
 
 Array = jnp.ndarray
 
 DOWN_BLOCKS = {"DownBlock2D": DownBlock2D, "AttnDownBlock2D": AttnDownBlock2D}
 UP_BLOCKS = {"UpBlock2D": UpBlock2D, "AttnUpBlock2D": AttnUpBlock2D}
+# NCSN++ (google/ncsnpp-*): FIR resampling plus an image-space skip signal; see jaxhspace.models.skip_blocks.
+SKIP_DOWN_BLOCKS = {"SkipDownBlock2D": SkipDownBlock2D, "AttnSkipDownBlock2D": AttnSkipDownBlock2D}
+SKIP_UP_BLOCKS = {"SkipUpBlock2D": SkipUpBlock2D, "AttnSkipUpBlock2D": AttnSkipUpBlock2D}
+DOWN_BLOCKS.update(SKIP_DOWN_BLOCKS)
+UP_BLOCKS.update(SKIP_UP_BLOCKS)
 
 
 @dataclasses.dataclass(frozen=True)
 class UNetConfig:
     """diffusers ``UNet2DModel`` config (same field names and defaults as diffusers).
 
-    Only the DDPM-style subset is supported: positional time embedding, no class embedding,
+    Supported: the DDPM-style subset (positional time embedding, no class embedding,
     ``DownBlock2D``/``AttnDownBlock2D`` and ``UpBlock2D``/``AttnUpBlock2D``, conv down/upsampling,
-    ``UNetMidBlock2D``. Other values raise a ValueError naming the field. ``dropout`` is accepted but
-    inference-only (no dropout is applied).
+    ``UNetMidBlock2D``) and NCSN++ as diffusers stores it (``google/ncsnpp-*``: ``time_embedding_type="fourier"``,
+    all blocks ``SkipDownBlock2D``/``AttnSkipDownBlock2D`` and ``SkipUpBlock2D``/``AttnSkipUpBlock2D``,
+    ``norm_num_groups=None`` meaning ``min(channels // 4, 32)``). Other values raise a ValueError naming the field.
+    ``dropout`` is accepted but inference-only (no dropout is applied).
     """
 
     sample_size: Optional[Union[int, tuple[int, int]]] = None
@@ -74,8 +83,8 @@ class UNetConfig:
         def bad(field, supported):
             raise ValueError(f"UNetConfig.{field}={getattr(self, field)!r} is not supported; supported: {supported}")
 
-        if self.time_embedding_type != "positional":
-            bad("time_embedding_type", "'positional'")
+        if self.time_embedding_type not in ("positional", "fourier"):
+            bad("time_embedding_type", "'positional', 'fourier' (NCSN++: t is the noise level sigma > 0)")
         if self.class_embed_type is not None:
             bad("class_embed_type", "None (no class conditioning)")
         if self.num_class_embeds is not None:
@@ -101,13 +110,60 @@ class UNetConfig:
                 f"up_block_types ({len(self.up_block_types)}) must have the same non-zero length")
         if not isinstance(self.layers_per_block, int) or self.layers_per_block < 1:
             bad("layers_per_block", "an int >= 1 (per-block lists are not supported)")
-        if not isinstance(self.norm_num_groups, int) or any(c % self.norm_num_groups for c in self.block_out_channels):
-            bad("norm_num_groups", f"an int dividing every entry of block_out_channels {self.block_out_channels}")
+        if self.uses_skip_blocks:
+            self._validate_skip_blocks()
+        elif self.norm_num_groups is None:
+            bad("norm_num_groups", "an int (None only with the NCSN++ Skip*Block2D blocks)")
+        if self.norm_num_groups is not None and (not isinstance(self.norm_num_groups, int)
+                                                 or any(c % self.norm_num_groups for c in self.block_out_channels)):
+            bad("norm_num_groups", f"an int dividing every entry of block_out_channels {self.block_out_channels}"
+                                   + (" or None" if self.uses_skip_blocks else ""))
         if self.attention_head_dim is not None and not (isinstance(self.attention_head_dim, int)
                                                         and self.attention_head_dim > 0):
             bad("attention_head_dim", "None (one head) or a positive int")
         if not isinstance(self.downsample_padding, int) or self.downsample_padding < 0:
             bad("downsample_padding", "an int >= 0 (0 = diffusers' asymmetric (0,1) pad)")
+
+    @property
+    def uses_skip_blocks(self) -> bool:
+        """True for NCSN++ configs (any ``Skip*Block2D``; validation requires all blocks to be skip blocks)."""
+        return any(b in SKIP_DOWN_BLOCKS for b in self.down_block_types) or any(
+            b in SKIP_UP_BLOCKS for b in self.up_block_types)
+
+    def _validate_skip_blocks(self):
+        """The constraints diffusers' skip blocks impose (they fail later, inside torch, otherwise)."""
+        kinds = (("down_block_types", SKIP_DOWN_BLOCKS), ("up_block_types", SKIP_UP_BLOCKS))
+        n_skip = {f: sum(b in skip for b in getattr(self, f)) for f, skip in kinds}
+        # name a field that mixes skip and plain blocks, else the one without skip blocks
+        order = sorted(kinds, key=lambda fk: (n_skip[fk[0]] in (0, len(getattr(self, fk[0]))), n_skip[fk[0]] > 0))
+        for field, skip in order:
+            if any(b not in skip for b in getattr(self, field)):
+                raise ValueError(
+                    f"UNetConfig.{field}={list(getattr(self, field))!r} is not supported with skip blocks: "
+                    f"Skip*Block2D blocks carry an image-space skip signal through every block, so all down/up blocks must be "
+                    f"skip blocks ({tuple(skip)}), or none")
+        if self.in_channels != SKIP_CHANNELS or self.out_channels != SKIP_CHANNELS:
+            raise ValueError(f"UNetConfig: skip blocks need in_channels = out_channels = {SKIP_CHANNELS} (diffusers "
+                             f"hard-codes the skip convs' width), got {self.in_channels} / {self.out_channels}")
+        boc, n = self.block_out_channels, len(self.block_out_channels)
+        norms = []  # (where, channels, groups) of every GroupNorm in the skip blocks
+        for i, kind in enumerate(self.down_block_types):
+            cin = boc[max(i - 1, 0)]
+            norms.append((f"down_blocks.{i}.resnets.0.norm1", cin, skip_groups(cin)))
+            norms.append((f"down_blocks.{i}", boc[i], 32 if kind.startswith("Attn") else skip_groups(boc[i])))
+        rev = tuple(reversed(boc))
+        for i, kind in enumerate(self.up_block_types):
+            block = SKIP_UP_BLOCKS[kind](rev[min(i + 1, n - 1)], rev[i - 1] if i else rev[0], rev[i],
+                                         self.layers_per_block + 1, i < n - 1)
+            for j in range(self.layers_per_block + 1):
+                norms.append((f"up_blocks.{i}.resnets.{j}.norm1", sum(block.resnet_channels(j)),
+                              block.resnet_groups(j)))
+            norms.append((f"up_blocks.{i}", rev[i], 32 if kind.startswith("Attn") else skip_groups(rev[i])))
+        bad = [f"{where}: {c} channels / {g} groups" for where, c, g in norms if g < 1 or c % g]
+        if bad:
+            raise ValueError(f"UNetConfig: these skip-block GroupNorms do not divide their channels "
+                             f"(diffusers uses min(C // 4, 32) groups, 32 next to attention): {bad[:8]}; "
+                             "use block_out_channels that are multiples of 32")
 
     @classmethod
     def from_dict(cls, d: dict) -> "UNetConfig":
@@ -133,7 +189,11 @@ class UNetConfig:
 
 
 class UNet2DModel(nn.Module):
-    """diffusers ``UNet2DModel`` (DDPM subset), NHWC.
+    """diffusers ``UNet2DModel`` (DDPM subset and NCSN++), NHWC.
+
+    For NCSN++ (``time_embedding_type="fourier"``) ``t`` is the noise level σ and the output is the score-like
+    ``model(x, σ)`` that diffusers' ``ScoreSdeVePipeline`` consumes (ε = −σ·output; see
+    :mod:`jaxhspace.diffusion.ve_sde`).
 
     Attributes:
       config: the :class:`UNetConfig`.
@@ -149,36 +209,56 @@ class UNet2DModel(nn.Module):
         common = dict(groups=c.norm_num_groups, eps=c.norm_eps, act_fn=c.act_fn,
                       time_embedding_norm=c.resnet_time_scale_shift, dtype=self.dtype)
         self.conv_in = conv(boc[0], 3, self.dtype)
-        self.time_proj = Timesteps(boc[0], c.flip_sin_to_cos, c.freq_shift)
+        if c.time_embedding_type == "fourier":
+            self.time_proj = GaussianFourierProjection(boc[0], scale=16)  # as diffusers' UNet2DModel builds it
+        else:
+            self.time_proj = Timesteps(boc[0], c.flip_sin_to_cos, c.freq_shift)
         self.time_embedding = TimestepEmbedding(c.time_embed_dim, dtype=self.dtype)
 
         down_blocks, ch = [], boc[0]
+        skip_common = dict(eps=c.norm_eps, act_fn=c.act_fn, time_embedding_norm=c.resnet_time_scale_shift,
+                           dtype=self.dtype)  # skip blocks size their GroupNorms themselves
         for i, kind in enumerate(c.down_block_types):
             kw = dict(attention_head_dim=c.attention_head_dim) if kind.startswith("Attn") else {}
+            if kind in SKIP_DOWN_BLOCKS:
+                down_blocks.append(SKIP_DOWN_BLOCKS[kind](
+                    in_channels=ch, out_channels=boc[i], num_layers=c.layers_per_block,
+                    add_downsample=i < len(boc) - 1, **kw, **skip_common))
+                ch = boc[i]
+                continue
             down_blocks.append(DOWN_BLOCKS[kind](
                 in_channels=ch, out_channels=boc[i], num_layers=c.layers_per_block,
                 add_downsample=i < len(boc) - 1, downsample_padding=c.downsample_padding, **kw, **common))
             ch = boc[i]
         self.down_blocks = down_blocks
 
+        # norm_num_groups=None (NCSN++): diffusers' mid block and conv_norm_out use min(C // 4, 32) groups
+        mid_groups = c.norm_num_groups if c.norm_num_groups is not None else skip_groups(boc[-1])
         attn_groups = c.attn_norm_num_groups
         if attn_groups is None and c.resnet_time_scale_shift == "default":
-            attn_groups = c.norm_num_groups
+            attn_groups = mid_groups
         self.mid_block = UNetMidBlock2D(
             boc[-1], add_attention=c.add_attention, attention_head_dim=c.attention_head_dim,
-            attn_groups=attn_groups, output_scale_factor=c.mid_block_scale_factor, **common)
+            attn_groups=attn_groups, output_scale_factor=c.mid_block_scale_factor, **{**common, "groups": mid_groups})
 
         rev = tuple(reversed(boc))
         up_blocks, prev = [], rev[0]
         for i, kind in enumerate(c.up_block_types):
             kw = dict(attention_head_dim=c.attention_head_dim) if kind.startswith("Attn") else {}
+            if kind in SKIP_UP_BLOCKS:
+                up_blocks.append(SKIP_UP_BLOCKS[kind](
+                    in_channels=rev[min(i + 1, len(boc) - 1)], prev_output_channel=prev, out_channels=rev[i],
+                    num_layers=c.layers_per_block + 1, add_upsample=i < len(boc) - 1, **kw, **skip_common))
+                prev = rev[i]
+                continue
             up_blocks.append(UP_BLOCKS[kind](
                 in_channels=rev[min(i + 1, len(boc) - 1)], prev_output_channel=prev, out_channels=rev[i],
                 num_layers=c.layers_per_block + 1, add_upsample=i < len(boc) - 1, **kw, **common))
             prev = rev[i]
         self.up_blocks = up_blocks
 
-        self.conv_norm_out = group_norm(c.norm_num_groups, c.norm_eps, self.dtype)
+        out_groups = c.norm_num_groups if c.norm_num_groups is not None else skip_groups(boc[0])
+        self.conv_norm_out = group_norm(out_groups, c.norm_eps, self.dtype)
         self.conv_out = conv(c.out_channels, 3, self.dtype)
 
     # ------------------------------------------------------------------------------------------
@@ -219,22 +299,32 @@ class UNet2DModel(nn.Module):
 
         Args:
           x: ``[B, H, W, in_channels]`` float, NHWC, in [-1, 1].
-          t: ``[B]`` or scalar timesteps (int or float).
+          t: ``[B]`` or scalar timesteps (int or float); for ``time_embedding_type="fourier"`` (NCSN++) the noise
+            level σ > 0 itself (VE-SDE, see :mod:`jaxhspace.diffusion.ve_sde`).
 
         Returns:
           :class:`Bottleneck` ``(h, skips, temb)``: h ``[B, H/2^n, W/2^n, C_mid]`` (mid-block output), skips (tuple of
-          NHWC residual tensors, conv_in output first), temb ``[B, time_embed_dim]``.
+          NHWC residual tensors, conv_in output first), temb ``[B, time_embed_dim]``. For ``"fourier"`` configs the
+          last element of skips is σ as ``[B, 1, 1, 1]`` float32: diffusers divides the output by it, so
+          :meth:`decode` needs it. (The skip blocks' down-path image signal is not needed: diffusers restarts
+          the up path's skip signal from zero.)
         """
         x, t = self._check_inputs(x, t)
         if self.config.center_input_sample:
             x = 2 * x - 1.0
         temb = self.time_embedding(self.time_proj(t).astype(self.dtype))
+        skip_sample = x  # NCSN++ image-space skip signal (after centering, as in diffusers)
         h = self.conv_in(x)
         skips = (h,)
         for block in self.down_blocks:
-            h, res = block(h, temb)
+            if isinstance(block, SkipDownBlock2D):
+                h, res, skip_sample = block(h, temb, skip_sample)
+            else:
+                h, res = block(h, temb)
             skips += res
         h = self.mid_block(h, temb)
+        if self.config.time_embedding_type == "fourier":
+            skips += (t.astype(jnp.float32).reshape(-1, 1, 1, 1),)
         return Bottleneck(h, skips, temb)
 
     def decode(self, h: Array, skips: tuple[Array, ...], temb: Array) -> Array:
@@ -247,14 +337,27 @@ class UNet2DModel(nn.Module):
           eps ``[B, H, W, out_channels]`` float32.
         """
         c = self.config
-        n_skips = 1 + len(c.block_out_channels) * c.layers_per_block + c.num_downsamples
+        fourier = c.time_embedding_type == "fourier"
+        n_skips = 1 + len(c.block_out_channels) * c.layers_per_block + c.num_downsamples + int(fourier)
         if len(skips) != n_skips:
             raise ValueError(f"decode expects {n_skips} skip tensors (from encode), got {len(skips)}")
+        if fourier:
+            skips, sigma = skips[:-1], skips[-1]
         per_block = c.layers_per_block + 1
+        skip_sample = None
         for i, block in enumerate(self.up_blocks):
-            h = block(h, skips[len(skips) - per_block * (i + 1): len(skips) - per_block * i], temb)
+            res = skips[len(skips) - per_block * (i + 1): len(skips) - per_block * i]
+            if isinstance(block, SkipUpBlock2D):
+                h, skip_sample = block(h, res, temb, skip_sample)
+            else:
+                h = block(h, res, temb)
         h = self.conv_out(nn.silu(self.conv_norm_out(h)))  # diffusers' conv_act is always SiLU
-        return h.astype(jnp.float32)
+        if skip_sample is not None:
+            h = h + skip_sample
+        h = h.astype(jnp.float32)
+        if fourier:
+            h = h / sigma  # diffusers UNet2DModel.forward: sample / timesteps for "fourier"
+        return h
 
     def __call__(self, x: Array, t, delta_h: Optional[Array] = None) -> Array:
         """Predict eps. x ``[B, H, W, C]`` NHWC in [-1, 1]; t ``[B]`` or scalar; optional ``delta_h``
