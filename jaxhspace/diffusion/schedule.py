@@ -123,7 +123,7 @@ def make_schedule(
     return schedule_from_betas(make_betas(beta_schedule, beta_start, beta_end, num_train_timesteps))
 
 
-def schedule_from_config(config: Mapping[str, Any]) -> Schedule:
+def schedule_from_config(config: Mapping[str, Any], prediction_types: Sequence[str] = ("epsilon",)) -> Schedule:
     """A :class:`Schedule` from a diffusers scheduler config (the dict in ``scheduler_config.json``).
 
     Reads ``num_train_timesteps``, ``beta_start``, ``beta_end``, ``beta_schedule``, ``trained_betas``
@@ -135,15 +135,18 @@ def schedule_from_config(config: Mapping[str, Any]) -> Schedule:
     Raises:
       ValueError: unknown ``beta_schedule``; ``trained_betas`` of the wrong length or outside (0, 1];
         ``rescale_betas_zero_snr=True`` (ᾱ_{T-1}=0 makes ε-prediction's x0 undefined);
-        ``prediction_type`` other than ``"epsilon"`` (everything here assumes ε-prediction).
+        ``prediction_type`` not in ``prediction_types`` (default ε only: the samplers consume ε; a caller that
+        converts the model output, e.g. :class:`~jaxhspace.models.conditioning.Conditioned` with
+        :func:`~jaxhspace.diffusion.guidance.output_to_epsilon`, passes the types it converts).
     """
     if not isinstance(config, Mapping):
         raise ValueError(f"config must be a dict (scheduler_config.json), got {type(config).__name__}")
     T = int(config.get("num_train_timesteps", 1000))
     pred = config.get("prediction_type", "epsilon")
-    if pred not in (None, "epsilon"):
+    if pred is not None and pred not in prediction_types:
         raise ValueError(
-            f"prediction_type={pred!r} is not supported: jaxhspace's DDIM/Asyrp code assumes ε-prediction"
+            f"prediction_type={pred!r} is not supported here: jaxhspace's DDIM/Asyrp code consumes ε "
+            f"(supported: {tuple(prediction_types)}; latent pipelines convert v_prediction to ε)"
         )
     if config.get("rescale_betas_zero_snr", False):
         raise ValueError("rescale_betas_zero_snr=True is not supported (ᾱ_{T-1}=0 breaks ε-prediction)")

@@ -21,21 +21,22 @@ from jaxhspace.directions import haas_jacobian
 from jaxhspace.editing.asyrp_edit import ConstantDelta, asyrp_edit, invert, stack_deltas
 from jaxhspace.editing.scoring import factor_changes, load_default_probe
 from jaxhspace.tasks.common import write_metrics
-from jaxhspace.tasks.inputs import invert_to, test_images
-from jaxhspace.world import load_model
+from jaxhspace.tasks.inputs import invert_to, load_world, test_images
 
 
 def run(config, workdir: str) -> dict:
     """See the module docstring; fields in ``configs/haas.py``."""
-    model, params, schedule, source = load_model(config.model_path, config.seed)
-    x0 = jnp.asarray(test_images(config, model))
+    world = load_world(config)
+    model, params, schedule, source = world.model, world.params, world.schedule, world.source
+    x0 = jnp.asarray(test_images(config, world))
+    z0 = world.to_x(x0)                                                                # pixels or latents
     t_start = time.time()
-    x_t, t, _ = invert_to(model, params, schedule, x0, config.n_steps, config.jacobian_t)
-    x_lat = invert(model, params, schedule, x0, config.n_steps)
+    x_t, t, _ = invert_to(model, params, schedule, z0, config.n_steps, config.jacobian_t)
+    x_lat = invert(model, params, schedule, z0, config.n_steps)
     key = jax.random.PRNGKey(config.seed)
     kw = dict(n_test=config.n_steps, t_edit=config.t_edit, t_boost=config.t_boost, symmetric=config.symmetric,
               key=key)
-    recon = np.asarray(asyrp_edit(model, params, schedule, x_lat=x_lat, **kw)[0])      # [B, H, W, C]
+    recon = world.to_images(asyrp_edit(model, params, schedule, x_lat=x_lat, **kw)[0])  # [B, H, W, 3]
     svals, products, edits = [], [], []
     for i in tqdm(range(x0.shape[0]), desc="haas dε/dh SVD + edits"):
         res = haas_jacobian(model, params, x_t[i], t, config.k, jax.random.fold_in(key, i),
@@ -45,7 +46,7 @@ def run(config, workdir: str) -> dict:
         deltas = stack_deltas([ConstantDelta(res.s[d] * res.v[d]) for d in range(config.n_dirs)])
         out = asyrp_edit(model, params, schedule, x_lat=x_lat[i:i + 1], delta=deltas, scales=config.scales,
                          stacked=True, image_ids=[i], **kw)                           # [D, K, 1, H, W, C]
-        edits.append(np.asarray(out)[:, :, 0])
+        edits.append(world.to_images(np.asarray(out)[:, :, 0]))
     E = np.stack(edits, axis=2)                                                        # [D, K, B, H, W, C]
     labels = [f"v{d} x{s:g}" for d in range(config.n_dirs) for s in config.scales]
     cols = [np.asarray(x0), recon] + [E[d, k] for d in range(config.n_dirs) for k in range(len(config.scales))]
@@ -58,7 +59,7 @@ def run(config, workdir: str) -> dict:
         for d in range(config.n_dirs):
             for k, s in enumerate(config.scales):
                 scores.append({"direction": d, "scale": s, **factor_changes(probe_params, recon, E[d, k])})
-    metrics = {"task": "haas", "model": source, "jacobian_t": t, "k": config.k, "symmetric": config.symmetric,
+    metrics = {"task": "haas", "model": source, "prompt": world.prompt if world.is_latent else None, "jacobian_t": t, "k": config.k, "symmetric": config.symmetric,
                "singular_values": svals, "jacobian_products": products, "columns": ["input", "reconstruction"] + labels,
                "edit_scores": scores, "grid": grid, "singular_value_plot": plot, "wall_s": time.time() - t_start}
     write_metrics(workdir, metrics)

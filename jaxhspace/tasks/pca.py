@@ -34,8 +34,7 @@ from jaxhspace.editing.asyrp_edit import TableDelta, asyrp_edit, invert, stack_d
 from jaxhspace.editing.scoring import factor_changes, load_default_probe
 from jaxhspace.models.functional import eps_fn
 from jaxhspace.tasks.common import write_metrics
-from jaxhspace.tasks.inputs import image_size, test_images
-from jaxhspace.world import load_model
+from jaxhspace.tasks.inputs import image_size, load_world, test_images
 
 
 def _encoder(model):
@@ -79,14 +78,15 @@ def sampled_h(model, params, schedule, grid, n: int, key, eta: float = 1.0, batc
     return _chunked_h(chunk, n, batch_size)
 
 
-def pca_data_h(config, model, params, schedule, grid):
+def pca_data_h(config, world, grid):
     """``(H [S, N, h, w, C], supervised direction [S, h, w, C] or None, supervised info)`` per ``config.pca_source``
-    (see the module docstring)."""
+    (see the module docstring); images enter the model through ``world.to_x`` (VAE latents in a latent world)."""
+    model, params, schedule = world.model, world.params, world.schedule
     source = config.get("pca_source", "synthfaces")
     bs = int(config.get("pca_batch_size", 16))
     if source == "synthfaces":
-        data, factors = synthfaces.generate(config.pca_data_seed, config.num_pca_samples, size=image_size(model))
-        H = inverted_h(model, params, schedule, data, grid, bs)
+        data, factors = synthfaces.generate(config.pca_data_seed, config.num_pca_samples, size=world.image_size)
+        H = inverted_h(model, params, schedule, world.to_x(data), grid, bs)
         if not config.supervised_factor:
             return H, None, None
         f = synthfaces.FACTORS[config.supervised_factor]
@@ -100,13 +100,14 @@ def pca_data_h(config, model, params, schedule, grid):
     elif source == "images":
         if not config.get("pca_image_paths"):
             raise ValueError("pca_source='images' needs config.pca_image_paths (image files or folders)")
-        H = inverted_h(model, params, schedule, load_images(list(config.pca_image_paths), image_size(model)), grid, bs)
+        H = inverted_h(model, params, schedule, world.to_x(load_images(list(config.pca_image_paths), world.image_size)),
+                       grid, bs)
     else:
         raise ValueError(f"config.pca_source must be 'synthfaces', 'samples' or 'images', got {source!r}")
     pos_p, neg_p = config.get("supervised_pos_paths", ()), config.get("supervised_neg_paths", ())
     if not (pos_p and neg_p):
         return H, None, None
-    hp, hn = (inverted_h(model, params, schedule, load_images(list(p), image_size(model)), grid, bs)
+    hp, hn = (inverted_h(model, params, schedule, world.to_x(load_images(list(p), world.image_size)), grid, bs)
               for p in (pos_p, neg_p))
     sup = np.stack([mean_difference(hp[s], hn[s]) for s in range(len(grid))])
     return H, sup, {"factor": config.supervised_factor, "n_pos": hp.shape[1], "n_neg": hn.shape[1]}
@@ -114,10 +115,11 @@ def pca_data_h(config, model, params, schedule, grid):
 
 def run(config, workdir: str) -> dict:
     """See the module docstring; fields in ``configs/pca.py``."""
-    model, params, schedule, source = load_model(config.model_path, config.seed)
+    world = load_world(config)
+    model, params, schedule, source = world.model, world.params, world.schedule, world.source
     t_start = time.time()
     grid = asyrp_timesteps(config.n_steps, schedule.num_train_timesteps - 1)
-    H, sup, sup_info = pca_data_h(config, model, params, schedule, grid)                  # [S, N, h, w, C]
+    H, sup, sup_info = pca_data_h(config, world, grid)                                     # [S, N, h, w, C]
     comps, stds, ratios = [], [], []
     for s in tqdm(range(len(grid)), desc="PCA of h per t"):
         res = pca(H[s], config.k)
@@ -133,13 +135,13 @@ def run(config, workdir: str) -> dict:
     tables = [TableDelta(jnp.asarray(stds[:, d, None, None, None] * comps[:, d]), ts) for d in range(config.n_dirs)]
     if sup is not None:
         tables.append(TableDelta(jnp.asarray(sup), ts))                                   # [S, h, w, C]
-    x0 = jnp.asarray(test_images(config, model))
-    x_lat = invert(model, params, schedule, x0, config.n_steps)
+    x0 = jnp.asarray(test_images(config, world))
+    x_lat = invert(model, params, schedule, world.to_x(x0), config.n_steps)
     kw = dict(n_test=config.n_steps, t_edit=config.t_edit, t_boost=config.t_boost, symmetric=config.symmetric,
               key=jax.random.PRNGKey(config.seed))
-    recon = np.asarray(asyrp_edit(model, params, schedule, x_lat=x_lat, **kw)[0])
-    E = np.asarray(asyrp_edit(model, params, schedule, x_lat=x_lat, delta=stack_deltas(tables),
-                              scales=config.scales, stacked=True, **kw))                   # [D+1, K, B, H, W, C]
+    recon = world.to_images(asyrp_edit(model, params, schedule, x_lat=x_lat, **kw)[0])
+    E = world.to_images(asyrp_edit(model, params, schedule, x_lat=x_lat, delta=stack_deltas(tables),
+                                   scales=config.scales, stacked=True, **kw))              # [D+1, K, B, H, W, 3]
     names = [f"PC{d}" for d in range(config.n_dirs)]
     if sup is not None:
         names.append(f"supervised {sup_info['factor']}" if sup_info["factor"] else "supervised")
@@ -154,7 +156,7 @@ def run(config, workdir: str) -> dict:
         for d, n in enumerate(names):
             for k, s in enumerate(config.scales):
                 scores.append({"direction": n, "scale": s, **factor_changes(probe_params, recon, E[d, k])})
-    metrics = {"task": "pca", "model": source, "timesteps": list(ts), "pc_std": stds.tolist(),
+    metrics = {"task": "pca", "model": source, "prompt": world.prompt if world.is_latent else None, "timesteps": list(ts), "pc_std": stds.tolist(),
                "explained_variance_ratio": ratios, "columns": ["input", "reconstruction"] + labels,
                "edit_scores": scores, "grid": grid_png, "std_plot": plot, "wall_s": time.time() - t_start,
                "pca_source": config.get("pca_source", "synthfaces"), "num_pca_samples": int(H.shape[1]),

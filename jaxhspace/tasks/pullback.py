@@ -18,19 +18,19 @@ from jaxhspace.editing.pullback_edit import continue_sampling, edit_steps
 from jaxhspace.editing.scoring import factor_changes, load_default_probe
 from jaxhspace.models.functional import eps_fn
 from jaxhspace.tasks.common import write_metrics
-from jaxhspace.tasks.inputs import invert_to, test_images
-from jaxhspace.world import load_model
+from jaxhspace.tasks.inputs import invert_to, load_world, test_images
 
 
 def run(config, workdir: str) -> dict:
     """See the module docstring; fields in ``configs/pullback.py``."""
-    model, params, schedule, source = load_model(config.model_path, config.seed)
-    x0 = test_images(config, model)
+    world = load_world(config)
+    model, params, schedule, source = world.model, world.params, world.schedule, world.source
+    x0 = test_images(config, world)
     f = eps_fn(model, params)
     t_start = time.time()
-    x_t, t, grid = invert_to(model, params, schedule, x0, config.n_steps, config.edit_t)
+    x_t, t, grid = invert_to(model, params, schedule, world.to_x(x0), config.n_steps, config.edit_t)
     key = jax.random.PRNGKey(config.seed)
-    recon = np.asarray(continue_sampling(f, x_t, grid, schedule, config.t_boost, key))
+    recon = world.to_images(continue_sampling(f, x_t, grid, schedule, config.t_boost, key))
 
     bases, svals, products, svd_s = [], [], [], []
     for i in tqdm(range(x_t.shape[0]), desc="pullback SVD"):
@@ -41,15 +41,15 @@ def run(config, workdir: str) -> dict:
         bases.append(np.asarray(res.v))
         svals.append(np.asarray(res.s).tolist())
         products.append(res.n_products)
-    V = np.stack(bases)                                     # [N, k, H, W, C]
+    V = np.stack(bases)                                     # [N, k, H, W, C] (of x: pixels or latents)
 
     # Every (direction, sign) for every image in one batch: [D*2*N, H, W, C].
     combos = [(d, s) for d in range(config.n_dirs) for s in (-1.0, 1.0)]
     dirs = np.concatenate([s * V[:, d] for d, s in combos])
     xs = jnp.tile(x_t, (len(combos), 1, 1, 1))
     edited_t = edit_steps(f, xs, t, jnp.asarray(dirs), config.gamma, config.n_edit_steps, config.lam)
-    edited = np.asarray(continue_sampling(f, edited_t, grid, schedule, config.t_boost, key))
-    edited = edited.reshape(len(combos), *x0.shape)       # [combos, N, H, W, C]
+    edited = world.to_images(continue_sampling(f, edited_t, grid, schedule, config.t_boost, key))
+    edited = edited.reshape(len(combos), *x0.shape)       # [combos, N, H, W, C] images
 
     cols = [np.asarray(x0), recon] + [edited[c] for c in range(len(combos))]
     grid_path = save_grid(os.path.join(workdir, "pullback_grid.png"), np.stack(cols, axis=1), upscale=config.upscale)
@@ -61,7 +61,7 @@ def run(config, workdir: str) -> dict:
     if probe_params is not None:
         for c, (d, s) in enumerate(combos):
             scores.append({"direction": d, "sign": s, **factor_changes(probe_params, recon, edited[c])})
-    metrics = {"task": "pullback", "model": source, "edit_t": t, "k": config.k, "svd_method": config.svd_method,
+    metrics = {"task": "pullback", "model": source, "prompt": world.prompt if world.is_latent else None, "edit_t": t, "k": config.k, "svd_method": config.svd_method,
                "singular_values": svals, "jacobian_products": products, "svd_wall_s": svd_s,
                "columns": ["input", "reconstruction"] + [f"v{d}{'+' if s > 0 else '-'}" for d, s in combos],
                "edit_scores": scores, "grid": grid_path, "singular_value_plot": plot,

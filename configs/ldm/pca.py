@@ -1,0 +1,12 @@
+"""The pca job on the LDM (CompVis/ldm-celebahq-256): x = the VQ-VAE latent, h = the UNet mid-block output.
+
+    python -m jaxhspace.main --config configs/ldm/pca.py --workdir runs/ldm_pca \
+        --config.model_path=/data/ldm-celebahq-256 --config.image_paths="('/data/celebahq_test',)"
+"""
+from configs.sd.pca import get_config as base
+
+
+def get_config():
+    c = base()
+    del c.prompt               # unconditional: no text encoder
+    return c
