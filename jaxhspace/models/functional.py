@@ -41,6 +41,16 @@ def eps_delta_fn(model, params, **model_kwargs) -> Callable:
     return f
 
 
+def conditional_model_fn(model, params) -> Callable:
+    """``(x [B,H,W,C], t [B], context [B,L,D]) -> output`` of a text-conditional UNet
+    (``encoder_hidden_states=context``); the ``model_fn`` of :func:`jaxhspace.diffusion.guidance.guided_eps_fn`."""
+
+    def f(x, t, context):
+        return model.apply({"params": params}, x, t, encoder_hidden_states=context)
+
+    return f
+
+
 def encode_fn(model, params, **model_kwargs) -> Callable:
     """``(x, t) -> (h [B,h,w,Cmid], skips, temb)``; h is the mid-block output.
 
