@@ -47,12 +47,15 @@ from jaxhspace.losses.clip_directional import IMAGENET_TEMPLATES, encode_texts, 
 from jaxhspace.losses.clip_preprocess import clip_preprocess
 from jaxhspace.models.clip import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig, init_clip_params
 from jaxhspace.training.checkpointing import Checkpointer
+from jaxhspace.training.safety import check_export_dir, export_folder
 
 SIMPLE_TEMPLATES = ("a photo of {}.", "{}.", "an image of {}.", "a picture of {}.")
 SMILE_WORDS = ("frowning", "neutral", "smiling")
 EYE_WORDS = ("small eyes", None, "big eyes")
 ATTRS = ("smile", "hair_color", "eyes", "glasses", "background")  # columns of the attribute arrays
 MAX_LOGIT_SCALE = float(np.log(100.0))
+# what the job writes into its workdir (an export_dir inside the workdir must avoid these)
+WORKDIR_FILES = ("checkpoints", "tokenizer", "train_log.jsonl", "metrics.json", "run_config.json")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -476,8 +479,12 @@ def train_clip(config, workdir: str) -> dict:
     (HF folder via ``save_clip_hf``) and evaluate zero-shot on held-out faces.
 
     Stops early (after saving) when ``config.max_minutes`` have passed or at ``config.stop_at_step``.
+    ``config.export_dir`` ('' = none; ``{workdir}`` expands) is checked before any work
+    (:func:`jaxhspace.training.safety.check_export_dir`).
     Returns the metrics (also written to ``workdir/metrics.json`` and, on export, ``export_dir/metrics.json``).
     """
+    export_dir = check_export_dir(config.get("export_dir"), workdir, WORKDIR_FILES,
+                                  bool(config.get("allow_asset_export", False)))
     os.makedirs(workdir, exist_ok=True)
     tok_dir = os.path.join(workdir, "tokenizer")
     tokenizer, model, optimizer, state, train_key = setup(config, tok_dir)
@@ -522,16 +529,20 @@ def train_clip(config, workdir: str) -> dict:
                "stopped_early": stopped_early or int(state.step) < config.total_steps}
     if hist:
         metrics["final_loss"] = float(np.mean([h["loss"] for h in hist[-50:]]))
-    if int(state.step) >= config.total_steps and config.export_dir:
+    if int(state.step) >= config.total_steps and export_dir:
         from jaxhspace.checkpoints.clip import save_clip_hf
 
         params = jax.device_get(state.params)
-        save_clip_hf(config.export_dir, model, params, tokenizer=tok_dir, overwrite=True)
         metrics.update(evaluate(model, params, tokenizer, config.eval_seed, config.eval_n))
-        metrics.update(eval_seed=config.eval_seed, eval_n=config.eval_n, exported_to=config.export_dir,
+        metrics.update(eval_seed=config.eval_seed, eval_n=config.eval_n, exported_to=export_dir,
                        command=f"python -m jaxhspace.main --config configs/clip_synthfaces.py --workdir {workdir}")
-        with open(os.path.join(config.export_dir, "metrics.json"), "w") as f:
-            json.dump(metrics, f, indent=2)
+
+        def write(path):
+            save_clip_hf(path, model, params, tokenizer=tok_dir)
+            with open(os.path.join(path, "metrics.json"), "w") as f:
+                json.dump(metrics, f, indent=2)
+
+        export_folder(export_dir, write, job="clip_train", extra={"steps": int(state.step)})
     with open(os.path.join(workdir, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)
     return metrics

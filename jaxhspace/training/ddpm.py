@@ -21,6 +21,10 @@ from jaxhspace.data import synthfaces
 from jaxhspace.diffusion.schedule import Schedule, make_schedule
 from jaxhspace.models.unet import UNet2DModel, UNetConfig
 from jaxhspace.training.checkpointing import Checkpointer
+from jaxhspace.training.safety import check_export_dir, export_folder
+
+# what the job writes into its workdir (an export_dir inside the workdir must avoid these)
+WORKDIR_FILES = ("checkpoints", "train_log.jsonl", "metrics.json", "run_config.json")
 
 
 @flax.struct.dataclass
@@ -119,8 +123,12 @@ def train_ddpm(config, workdir: str) -> dict:
     """Train (or resume) a DDPM on SynthFaces; export the EMA weights when ``config.total_steps`` is reached.
 
     Stops early (after saving) when ``config.max_minutes`` of wall time have passed, so a long run can be
-    split across sessions; re-running resumes. Returns a dict of metrics (also in ``workdir/metrics.json``).
+    split across sessions; re-running resumes.
+    ``config.export_dir`` ('' = none; ``{workdir}`` expands) is checked before training (see
+    :func:`jaxhspace.training.safety.check_export_dir`). Returns a dict of metrics (also in ``workdir/metrics.json``).
     """
+    export_dir = check_export_dir(config.get("export_dir"), workdir, WORKDIR_FILES,
+                                  bool(config.get("allow_asset_export", False)))
     os.makedirs(workdir, exist_ok=True)
     ucfg = UNetConfig.from_dict(dict(config.unet))
     model = UNet2DModel(ucfg)
@@ -163,12 +171,13 @@ def train_ddpm(config, workdir: str) -> dict:
     metrics = {"steps_done": int(state.step), "total_steps": int(config.total_steps), "params": n_params,
                "wall_s_this_run": time.time() - t0, "final_loss": float(np.mean(losses[-50:])) if losses else None,
                "stopped_early": stopped_early}
-    if int(state.step) >= config.total_steps and config.export_dir:
+    if int(state.step) >= config.total_steps and export_dir:
         from jaxhspace.checkpoints.unet import save_unet_diffusers
 
-        save_unet_diffusers(config.export_dir, model, jax.device_get(state.ema_params), overwrite=True,
-                            scheduler_config=scheduler_config(config))
-        metrics["exported_to"] = config.export_dir
+        ema, sched = jax.device_get(state.ema_params), scheduler_config(config)
+        export_folder(export_dir, lambda p: save_unet_diffusers(p, model, ema, scheduler_config=sched),
+                      job="ddpm_train", extra={"steps": int(state.step)})
+        metrics["exported_to"] = export_dir
     with open(os.path.join(workdir, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)
     return metrics

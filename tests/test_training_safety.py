@@ -1,0 +1,117 @@
+"""Training jobs never delete what jaxhspace did not write, never write into the repository's assets/ unasked,
+and survive Ctrl-C / SIGTERM (issue #18, items 1-3).
+
+Each test here failed on the code before the fix: the DDPM / CLIP jobs exported with ``overwrite=True`` (a user's
+folder at ``export_dir``, or the workdir itself, was deleted), ``configs/ddpm_synthfaces.py`` exported to the
+relative path ``assets/ddpm_synthfaces_refined`` and an interruption lost every step since the last periodic save.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import ml_collections
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from jaxhspace.training import ddpm
+from jaxhspace.training.checkpointing import Checkpointer
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# no attention in the down/up blocks (fast compile); the mid block keeps its attention
+TINY_UNET = dict(sample_size=32, in_channels=3, out_channels=3, block_out_channels=[8, 16], layers_per_block=1,
+                 down_block_types=["DownBlock2D", "DownBlock2D"], up_block_types=["UpBlock2D", "UpBlock2D"],
+                 norm_num_groups=4, norm_eps=1e-6, attention_head_dim=None, downsample_padding=0,
+                 flip_sin_to_cos=False, freq_shift=1, act_fn="silu")
+
+
+def ddpm_config(export_dir, **kw):
+    c = ml_collections.ConfigDict(dict(
+        task="ddpm_train", seed=0, image_size=32, unet=dict(TINY_UNET), beta_schedule="linear", beta_start=1e-4,
+        beta_end=0.02, num_train_timesteps=1000, batch_size=2, lr=1e-3, warmup_steps=1, grad_clip=1.0,
+        ema_decay=0.9, total_steps=3, checkpoint_every=100, log_every=1, max_minutes=0.0, export_dir=export_dir))
+    c.update(kw)
+    return c
+
+
+def clip_config(export_dir):
+    from tests.test_clip_synthfaces import tiny_config
+
+    c = tiny_config()
+    c.total_steps = 2
+    c.export_dir = export_dir
+    return c
+
+
+def latest_step(workdir):
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), every=1)
+    step = ckpt.latest_step()
+    ckpt.close()
+    return step
+
+
+def user_folder(path):
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, "thesis.tex"), "w") as f:
+        f.write("three years of work")
+    return os.path.join(path, "thesis.tex")
+
+
+def export_weights(folder):
+    return load_file(os.path.join(folder, "diffusion_pytorch_model.safetensors"))
+
+
+# ----------------------------------------------------------------------------------------------
+# 1. never delete a folder jaxhspace did not write; export and workdir never overlap
+# ----------------------------------------------------------------------------------------------
+def test_ddpm_user_file_in_export_dir_survives(tmp_path):
+    user_file = user_folder(str(tmp_path / "mine"))
+    wd = str(tmp_path / "wd")
+    with pytest.raises(ValueError, match=r"(?s)export_dir.*mine.*not written by jaxhspace"):
+        ddpm.train_ddpm(ddpm_config(str(tmp_path / "mine")), wd)
+    assert open(user_file).read() == "three years of work"
+    assert latest_step(wd) is None  # refused before training started
+
+
+def test_clip_user_file_in_export_dir_survives(tmp_path):
+    from jaxhspace.training import clip_synthfaces as cs
+
+    user_file = user_folder(str(tmp_path / "mine"))
+    with pytest.raises(ValueError, match=r"(?s)export_dir.*mine.*not written by jaxhspace"):
+        cs.train_clip(clip_config(str(tmp_path / "mine")), str(tmp_path / "wd"))
+    assert open(user_file).read() == "three years of work"
+    assert not os.path.exists(tmp_path / "wd" / "checkpoints")
+
+
+@pytest.mark.parametrize("where", ["workdir", "parent", "checkpoints", "nested"])
+def test_export_overlapping_the_workdir_is_refused_before_training(tmp_path, where):
+    wd = tmp_path / "wd"
+    user_file = user_folder(str(wd))  # e.g. the log of an earlier run
+    export = {"workdir": wd, "parent": tmp_path, "checkpoints": wd / "checkpoints", "nested": wd / "a" / "b"}[where]
+    with pytest.raises(ValueError, match=r"(?s)export_dir.*workdir"):
+        ddpm.train_ddpm(ddpm_config(str(export)), str(wd))
+    assert open(user_file).read() == "three years of work"
+    assert latest_step(str(wd)) is None
+
+
+def test_own_export_is_replaced_but_not_with_foreign_files_in_it(tmp_path):
+    from jaxhspace.errors import JaxhspaceError
+    from jaxhspace.training.safety import EXPORT_MARKER
+
+    wd, export = str(tmp_path / "wd"), str(tmp_path / "export")
+    ddpm.train_ddpm(ddpm_config(export, total_steps=2), wd)
+    assert os.path.isfile(os.path.join(export, EXPORT_MARKER))
+    first = export_weights(export)
+    ddpm.train_ddpm(ddpm_config(export, total_steps=3), wd)  # resumes and replaces its own export
+    second = export_weights(export)
+    assert any(not np.array_equal(first[k], second[k]) for k in first)
+    user_file = os.path.join(export, "notes.txt")
+    with open(user_file, "w") as f:
+        f.write("mine")
+    with pytest.raises(JaxhspaceError, match=r"notes\.txt"):
+        ddpm.train_ddpm(ddpm_config(export, total_steps=4), wd)
+    assert open(user_file).read() == "mine"
