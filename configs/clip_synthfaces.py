@@ -1,10 +1,15 @@
-"""Train the shipped tiny CLIP on SynthFaces (32x32 images + augmented captions) and export it to
-assets/clip_synthfaces (HF CLIPModel folder with its tokenizer), with zero-shot metrics.
+"""Train the shipped tiny CLIP on SynthFaces (32x32 images + augmented captions) and export it (HF CLIPModel
+folder with its tokenizer, as shipped in assets/clip_synthfaces), with zero-shot metrics.
 
     python -m jaxhspace.main --config configs/clip_synthfaces.py --workdir runs/clip_synthfaces
+    # to (re)write the shipped asset itself:
+    python -m jaxhspace.main --config configs/clip_synthfaces.py --workdir runs/clip_synthfaces \
+        --config.export_dir=assets/clip_synthfaces --config.allow_asset_export=True
 
 Re-running the same command resumes from the newest checkpoint in workdir/checkpoints; each run stops
-(after saving) at ``max_minutes``. Export and evaluation happen once ``total_steps`` are done.
+(after saving) at ``max_minutes``. Export and evaluation happen once ``total_steps`` are done. The export goes to
+``{workdir}/export`` by default; an existing folder is replaced only if jaxhspace exported it (it carries
+``.jaxhspace_export.json``; the shipped folder predates the marker: move it away first to retrain it).
 """
 import ml_collections
 
@@ -43,7 +48,8 @@ def get_config():
     c.log_every = 20
     c.eval_every = 100  # log zero-shot accuracies on 256 held-out faces (0: off)
     c.max_minutes = 14.0
-    c.export_dir = "assets/clip_synthfaces"
+    c.export_dir = "{workdir}/export"  # '' = no export; assets/... needs allow_asset_export
+    c.allow_asset_export = False
     c.eval_seed = 20240917  # held out: training batches use seeds (seed, step)
     c.eval_n = 512
     return c

@@ -2,12 +2,16 @@
 
     # the editing world's model, assets/ddpm_synthfaces (the first phase only):
     python -m jaxhspace.main --config configs/ddpm_synthfaces.py --workdir runs/ddpm_synthfaces \
-        --config.total_steps=6000 --config.export_dir=assets/ddpm_synthfaces
+        --config.total_steps=6000 --config.export_dir=assets/ddpm_synthfaces --config.allow_asset_export=True
     # then the sampler, assets/ddpm_synthfaces_refined (same workdir: resumes at step 6000):
-    python -m jaxhspace.main --config configs/ddpm_synthfaces.py --workdir runs/ddpm_synthfaces
+    python -m jaxhspace.main --config configs/ddpm_synthfaces.py --workdir runs/ddpm_synthfaces \
+        --config.export_dir=assets/ddpm_synthfaces_refined --config.allow_asset_export=True
 
 Re-running the same command resumes from the newest checkpoint in workdir/checkpoints; each run stops
-(after saving) at ``max_minutes``. The export happens once ``total_steps`` are done.
+(after saving) at ``max_minutes``. The export happens once ``total_steps`` are done. By default it goes to
+``{workdir}/export``; writing into the repository's ``assets/`` needs ``--config.allow_asset_export=True``, and
+an existing folder is replaced only if jaxhspace exported it (it carries ``.jaxhspace_export.json``; the shipped
+folders predate the marker: move them away first to retrain them).
 
 Two phases: steps [0, refine_from_step) are the plain DDPM recipe (uniform ε-MSE, constant lr, EMA 0.995);
 from ``refine_from_step`` on the loss is min-SNR-5 weighted (Hang et al. 2023), the lr decays (cosine) to
@@ -52,5 +56,6 @@ def get_config():
     c.checkpoint_every = 250
     c.log_every = 25
     c.max_minutes = 55.0
-    c.export_dir = "assets/ddpm_synthfaces_refined"
+    c.export_dir = "{workdir}/export"  # '' = no export; assets/... needs allow_asset_export
+    c.allow_asset_export = False
     return c

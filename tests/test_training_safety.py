@@ -115,3 +115,28 @@ def test_own_export_is_replaced_but_not_with_foreign_files_in_it(tmp_path):
     with pytest.raises(JaxhspaceError, match=r"notes\.txt"):
         ddpm.train_ddpm(ddpm_config(export, total_steps=4), wd)
     assert open(user_file).read() == "mine"
+
+
+# ----------------------------------------------------------------------------------------------
+# 2. the shipped config exports under the workdir; assets/ needs an explicit flag
+# ----------------------------------------------------------------------------------------------
+def test_quick_run_from_the_repository_root_leaves_assets_untouched(tmp_path, monkeypatch):
+    import configs.ddpm_synthfaces as cfg_mod
+
+    # a stand-in for the repository root (the real assets/ must not be put at risk by a failing test)
+    shipped = tmp_path / "assets" / "ddpm_synthfaces_refined"
+    user_folder(str(shipped))
+    monkeypatch.chdir(tmp_path)
+    c = cfg_mod.get_config()
+    c.unet = dict(TINY_UNET)
+    c.update(batch_size=2, total_steps=2, warmup_steps=1, refine_from_step=1, checkpoint_every=100, log_every=1,
+             max_minutes=0.0)
+    m = ddpm.train_ddpm(c, "runs/smoke")
+    assert sorted(os.listdir(tmp_path / "assets")) == ["ddpm_synthfaces_refined"]
+    assert os.listdir(shipped) == ["thesis.tex"]
+    assert os.path.abspath(m["exported_to"]).startswith(str(tmp_path / "runs" / "smoke") + os.sep)
+    c.export_dir = "assets/new_model"
+    with pytest.raises(ValueError, match="allow_asset_export"):
+        ddpm.train_ddpm(c, "runs/smoke2")
+    c.allow_asset_export = True
+    assert ddpm.train_ddpm(c, "runs/smoke2")["exported_to"].endswith("new_model")
