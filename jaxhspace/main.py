@@ -8,6 +8,7 @@
 The config's ``task`` field picks the job (see ``jaxhspace.tasks.TASKS``); results go to ``--workdir``.
 ``--config`` takes a config file or a shipped config's name (``jaxhspace.resources.config_names()``: ``demo``,
 ``celebahq256/pullback``, ...; an unknown name lists them).
+A training job stopped by Ctrl-C / SIGTERM saves its state and exits 128 + the signal number (130 / 143).
 """
 import json
 import sys
@@ -15,6 +16,7 @@ import sys
 from absl import app, flags
 
 from jaxhspace import __version__
+from jaxhspace.errors import TrainingInterrupted
 from jaxhspace.resources import define_config_flag
 from jaxhspace.tasks import get_task
 
@@ -26,7 +28,11 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
     del argv
-    metrics = get_task(FLAGS.config.task)(FLAGS.config, FLAGS.workdir)
+    try:
+        metrics = get_task(FLAGS.config.task)(FLAGS.config, FLAGS.workdir)
+    except TrainingInterrupted as e:
+        print(f"\njaxhspace: {e}", file=sys.stderr)
+        sys.exit(128 + e.signum)
     print(json.dumps(metrics, indent=2, default=str))
 
 

@@ -140,3 +140,63 @@ def test_quick_run_from_the_repository_root_leaves_assets_untouched(tmp_path, mo
         ddpm.train_ddpm(c, "runs/smoke2")
     c.allow_asset_export = True
     assert ddpm.train_ddpm(c, "runs/smoke2")["exported_to"].endswith("new_model")
+
+
+# ----------------------------------------------------------------------------------------------
+# 3. Ctrl-C / SIGTERM save the state and exit non-zero; the final step is always saved
+# ----------------------------------------------------------------------------------------------
+def test_final_step_is_saved_when_total_steps_is_not_a_multiple_of_checkpoint_every(tmp_path):
+    wd = str(tmp_path / "wd")
+    ddpm.train_ddpm(ddpm_config("", total_steps=3, checkpoint_every=2), wd)
+    assert latest_step(wd) == 3
+
+
+def test_sigint_mid_training_then_resume_equals_uninterrupted(tmp_path, monkeypatch):
+    from jaxhspace.errors import TrainingInterrupted
+
+    ea, eb = str(tmp_path / "export_a"), str(tmp_path / "export_b")
+    ddpm.train_ddpm(ddpm_config(ea, total_steps=5), str(tmp_path / "a"))
+    real_batch = ddpm.batch_for_step
+
+    def batch_then_ctrl_c(seed, step, batch_size, size):
+        if step == 2:
+            signal.raise_signal(signal.SIGINT)  # Ctrl-C while step 2 runs
+        return real_batch(seed, step, batch_size, size)
+
+    monkeypatch.setattr(ddpm, "batch_for_step", batch_then_ctrl_c)
+    with pytest.raises(TrainingInterrupted) as info:
+        ddpm.train_ddpm(ddpm_config(eb, total_steps=5), str(tmp_path / "b"))
+    assert info.value.signum == signal.SIGINT and info.value.step == 3
+    assert latest_step(str(tmp_path / "b")) == 3 and not os.path.exists(eb)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    monkeypatch.setattr(ddpm, "batch_for_step", real_batch)
+    assert ddpm.train_ddpm(ddpm_config(eb, total_steps=5), str(tmp_path / "b"))["steps_done"] == 5
+    wa, wb = export_weights(ea), export_weights(eb)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        np.testing.assert_array_equal(wa[k], wb[k], err_msg=k)
+
+
+def test_sigterm_saves_and_exits_nonzero(tmp_path):
+    cfg = tmp_path / "cfg.py"
+    cfg.write_text(textwrap.dedent(f"""
+        import ml_collections
+        def get_config():
+            return ml_collections.ConfigDict({ddpm_config("", total_steps=100000).to_dict()!r})
+        """))
+    wd = tmp_path / "wd"
+    env = {**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.Popen([sys.executable, "-m", "jaxhspace.main", f"--config={cfg}", f"--workdir={wd}"],
+                            cwd=str(tmp_path), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    log = wd / "train_log.jsonl"
+    deadline = time.time() + 240
+    while not (log.exists() and log.read_text().count("\n") >= 2) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err.decode()[-2000:]
+    assert "interrupted" in err.decode().splitlines()[-1]
+    logged = [json.loads(line)["step"] for line in log.read_text().splitlines()]
+    step = latest_step(str(wd))
+    assert step is not None and step >= max(logged) >= 2

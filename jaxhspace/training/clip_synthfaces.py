@@ -43,11 +43,12 @@ import optax
 from tqdm import tqdm
 
 from jaxhspace.data import synthfaces as sf
+from jaxhspace.errors import TrainingInterrupted
 from jaxhspace.losses.clip_directional import IMAGENET_TEMPLATES, encode_texts, image_features, l2_normalize
 from jaxhspace.losses.clip_preprocess import clip_preprocess
 from jaxhspace.models.clip import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig, init_clip_params
 from jaxhspace.training.checkpointing import Checkpointer
-from jaxhspace.training.safety import check_export_dir, export_folder
+from jaxhspace.training.safety import InterruptGuard, check_export_dir, export_folder
 
 SIMPLE_TEMPLATES = ("a photo of {}.", "{}.", "an image of {}.", "a picture of {}.")
 SMILE_WORDS = ("frowning", "neutral", "smiling")
@@ -478,8 +479,9 @@ def train_clip(config, workdir: str) -> dict:
     """Train (or resume) the tiny CLIP; once ``config.total_steps`` are done, export to ``config.export_dir``
     (HF folder via ``save_clip_hf``) and evaluate zero-shot on held-out faces.
 
-    Stops early (after saving) when ``config.max_minutes`` have passed or at ``config.stop_at_step``.
-    ``config.export_dir`` ('' = none; ``{workdir}`` expands) is checked before any work
+    Stops early (after saving) when ``config.max_minutes`` have passed or at ``config.stop_at_step``. On SIGINT /
+    SIGTERM the step in flight finishes, the state is saved and :class:`jaxhspace.errors.TrainingInterrupted` is
+    raised. ``config.export_dir`` ('' = none; ``{workdir}`` expands) is checked before any work
     (:func:`jaxhspace.training.safety.check_export_dir`).
     Returns the metrics (also written to ``workdir/metrics.json`` and, on export, ``export_dir/metrics.json``).
     """
@@ -500,29 +502,38 @@ def train_clip(config, workdir: str) -> dict:
     pool = concurrent.futures.ThreadPoolExecutor(1)  # renders the next batch while the step runs
     nxt = pool.submit(make_batch, config, start, tokenizer) if start < end else None
     bar = tqdm(range(start, end), initial=start, total=config.total_steps, desc="clip", mininterval=5)
-    for step in bar:
-        batch = nxt.result()
-        if step + 1 < end:
-            nxt = pool.submit(make_batch, config, step + 1, tokenizer)
-        state, m = step_fn(state, batch, train_key)
-        hist.append(jax.device_get(m))
-        done = step + 1
-        if done % config.log_every == 0:
-            rec = {"step": done, "elapsed_s": time.time() - t0,
-                   **{k: float(np.mean([h[k] for h in hist[-config.log_every:]])) for k in hist[-1]}}
-            if config.get("eval_every") and done % config.eval_every == 0:  # cheap zero-shot check, 256 faces
-                zs = zero_shot_accuracy(model, state.params, tokenizer, *sf.generate(config.eval_seed + 1, 256))
-                rec.update({f"zs_{k}": zs[k] for k in ("smile_binary", "glasses", "eyes_binary", "hair_color")})
-            bar.set_postfix(loss=f"{rec['loss']:.3f}", acc=f"{rec['i2t_acc']:.2f}")
-            with open(log_path, "a") as f:
-                f.write(json.dumps(rec) + "\n")
-        ckpt.maybe_save(done, state)
-        if config.max_minutes and time.time() - t0 > 60 * config.max_minutes and done < config.total_steps:
-            stopped_early = True
-            break
-    pool.shutdown()
-    if int(state.step) != start and ckpt.latest_step() != int(state.step):
-        ckpt.save(int(state.step), state)
+    try:
+        with InterruptGuard() as guard:
+            for step in bar:
+                batch = nxt.result()
+                if step + 1 < end:
+                    nxt = pool.submit(make_batch, config, step + 1, tokenizer)
+                state, m = step_fn(state, batch, train_key)
+                hist.append(jax.device_get(m))
+                done = step + 1
+                if done % config.log_every == 0:
+                    rec = {"step": done, "elapsed_s": time.time() - t0,
+                           **{k: float(np.mean([h[k] for h in hist[-config.log_every:]])) for k in hist[-1]}}
+                    if config.get("eval_every") and done % config.eval_every == 0:  # cheap zero-shot check, 256 faces
+                        zs = zero_shot_accuracy(model, state.params, tokenizer, *sf.generate(config.eval_seed + 1, 256))
+                        rec.update({f"zs_{k}": zs[k] for k in ("smile_binary", "glasses", "eyes_binary", "hair_color")})
+                    bar.set_postfix(loss=f"{rec['loss']:.3f}", acc=f"{rec['i2t_acc']:.2f}")
+                    with open(log_path, "a") as f:
+                        f.write(json.dumps(rec) + "\n")
+                ckpt.maybe_save(done, state)
+                if guard.signum is not None:
+                    bar.close()
+                    if ckpt.latest_step() != done:
+                        ckpt.save(done, state)
+                    ckpt.close()
+                    raise TrainingInterrupted(guard.signum, done, ckpt.directory)
+                if config.max_minutes and time.time() - t0 > 60 * config.max_minutes and done < config.total_steps:
+                    stopped_early = True
+                    break
+            if ckpt.latest_step() != int(state.step):  # also when total_steps is not a multiple of checkpoint_every
+                ckpt.save(int(state.step), state)
+    finally:
+        pool.shutdown(cancel_futures=True)
     ckpt.close()
     metrics = {"steps_done": int(state.step), "total_steps": int(config.total_steps), "params": n_params,
                "wall_s_this_run": time.time() - t0,

@@ -19,9 +19,10 @@ from tqdm import tqdm
 
 from jaxhspace.data import synthfaces
 from jaxhspace.diffusion.schedule import Schedule, make_schedule
+from jaxhspace.errors import TrainingInterrupted
 from jaxhspace.models.unet import UNet2DModel, UNetConfig
 from jaxhspace.training.checkpointing import Checkpointer
-from jaxhspace.training.safety import check_export_dir, export_folder
+from jaxhspace.training.safety import InterruptGuard, check_export_dir, export_folder
 
 # what the job writes into its workdir (an export_dir inside the workdir must avoid these)
 WORKDIR_FILES = ("checkpoints", "train_log.jsonl", "metrics.json", "run_config.json")
@@ -123,7 +124,8 @@ def train_ddpm(config, workdir: str) -> dict:
     """Train (or resume) a DDPM on SynthFaces; export the EMA weights when ``config.total_steps`` is reached.
 
     Stops early (after saving) when ``config.max_minutes`` of wall time have passed, so a long run can be
-    split across sessions; re-running resumes.
+    split across sessions; re-running resumes. On SIGINT / SIGTERM the step in flight finishes, the state is
+    saved and :class:`jaxhspace.errors.TrainingInterrupted` is raised; the last step is always saved.
     ``config.export_dir`` ('' = none; ``{workdir}`` expands) is checked before training (see
     :func:`jaxhspace.training.safety.check_export_dir`). Returns a dict of metrics (also in ``workdir/metrics.json``).
     """
@@ -152,22 +154,28 @@ def train_ddpm(config, workdir: str) -> dict:
     t0, losses = time.time(), []
     bar = tqdm(range(start, config.total_steps), initial=start, total=config.total_steps, desc="ddpm", mininterval=5)
     stopped_early = False
-    for step in bar:
-        x0 = jnp.asarray(batch_for_step(config.seed, step, config.batch_size, size))
-        state, loss = step_fn(state, x0)
-        losses.append(float(loss))
-        done = step + 1
-        if done % config.log_every == 0:
-            rec = {"step": done, "loss": float(np.mean(losses[-config.log_every:])), "elapsed_s": time.time() - t0}
-            bar.set_postfix(loss=f"{rec['loss']:.4f}")
-            with open(log_path, "a") as f:
-                f.write(json.dumps(rec) + "\n")
-        ckpt.maybe_save(done, state)
-        if config.max_minutes and time.time() - t0 > 60 * config.max_minutes and done < config.total_steps:
-            ckpt.save(done, state)
-            stopped_early = True
-            break
-    ckpt.close()
+    with InterruptGuard() as guard:
+        for step in bar:
+            x0 = jnp.asarray(batch_for_step(config.seed, step, config.batch_size, size))
+            state, loss = step_fn(state, x0)
+            losses.append(float(loss))
+            done = step + 1
+            if done % config.log_every == 0:
+                rec = {"step": done, "loss": float(np.mean(losses[-config.log_every:])), "elapsed_s": time.time() - t0}
+                bar.set_postfix(loss=f"{rec['loss']:.4f}")
+                with open(log_path, "a") as f:
+                    f.write(json.dumps(rec) + "\n")
+            ckpt.maybe_save(done, state)
+            if guard.signum is not None:
+                bar.close()
+                _save_final(ckpt, state)
+                ckpt.close()
+                raise TrainingInterrupted(guard.signum, done, ckpt.directory)
+            if config.max_minutes and time.time() - t0 > 60 * config.max_minutes and done < config.total_steps:
+                stopped_early = True
+                break
+        _save_final(ckpt, state)  # also when total_steps is not a multiple of checkpoint_every
+        ckpt.close()
     metrics = {"steps_done": int(state.step), "total_steps": int(config.total_steps), "params": n_params,
                "wall_s_this_run": time.time() - t0, "final_loss": float(np.mean(losses[-50:])) if losses else None,
                "stopped_early": stopped_early}
@@ -181,6 +189,12 @@ def train_ddpm(config, workdir: str) -> dict:
     with open(os.path.join(workdir, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)
     return metrics
+
+
+def _save_final(ckpt: Checkpointer, state) -> None:
+    """Save ``state`` unless the newest checkpoint already holds its step."""
+    if ckpt.latest_step() != int(state.step):
+        ckpt.save(int(state.step), state)
 
 
 def scheduler_config(config) -> dict:
