@@ -190,6 +190,10 @@ def ve_sample(score_fn: ScoreFn, x: jax.Array, schedule: VESchedule, key: jax.Ar
 
     Returns:
       ``(x, x_mean)`` after the last step, ``[B, H, W, C]``; diffusers' image is ``clip(x_mean, 0, 1)``.
+
+    Jitting: as :func:`jaxhspace.diffusion.ddim.ddim_sample`, the params ``score_fn`` closes over become constants
+    of the compiled scan; for a full-size model call ``ve_sample`` inside your own ``jax.jit`` with the params as a
+    traced argument (the inner jit is then inlined).
     """
     x = jnp.asarray(x)
     if x.ndim != 4 or not jnp.issubdtype(x.dtype, jnp.floating):
