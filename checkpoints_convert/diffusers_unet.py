@@ -5,23 +5,62 @@
 SRC: a diffusers folder (config.json + diffusion_pytorch_model.safetensors/.bin, or a pipeline folder
 with ``unet/``). DST: written into a temporary folder beside it and renamed into place, so an
 interrupted conversion leaves nothing at DST. Load the result with ``jaxhspace.checkpoints.load_unet(DST)``.
+
+The noise schedule goes along: the first ``scheduler_config.json`` of :func:`find_scheduler_config` (the
+folder's own, a pipeline's ``scheduler/``, or the one beside the ``unet/`` sub-folder) is checked and copied into
+DST, so a model trained with another schedule (e.g. cosine) samples the same after conversion. Without one, a
+warning says that the default linear schedule (1e-4..0.02, T=1000) will be assumed.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
+import warnings
 
 import jax
 import numpy as np
 
+from jaxhspace.checkpoints.common import atomic_directory, read_json
 from jaxhspace.checkpoints.unet import load_unet, save_unet_converted
+
+SCHEDULER_FILE = "scheduler_config.json"
+
+
+def find_scheduler_config(src: str) -> str | None:
+    """Path of the scheduler config belonging to the UNet in ``src``, or None.
+
+    Looked for in ``src/``, ``src/scheduler/`` (pipeline folder), ``src/../scheduler/`` (``src`` is a pipeline's
+    ``unet/``) and ``src/..``, the places :func:`jaxhspace.world.load_schedule` reads."""
+    folder = os.path.abspath(src)
+    parent = os.path.dirname(folder)
+    for cand in (os.path.join(folder, SCHEDULER_FILE), os.path.join(folder, "scheduler", SCHEDULER_FILE),
+                 os.path.join(parent, "scheduler", SCHEDULER_FILE), os.path.join(parent, SCHEDULER_FILE)):
+        if os.path.isfile(cand):
+            return cand
+    return None
 
 
 def convert(src: str, dst: str, overwrite: bool = False) -> int:
-    """Convert ``src`` to ``dst``; returns the parameter count."""
+    """Convert ``src`` to ``dst`` together with its scheduler config (if any); returns the parameter count."""
+    sched = find_scheduler_config(src)
+    if sched is None:
+        warnings.warn(
+            f"no {SCHEDULER_FILE} found in or beside {src}: the converted model {dst} will be sampled with the "
+            "ASSUMED default linear schedule (beta 1e-4..0.02, T=1000). If the model was trained with another "
+            f"schedule, copy its {SCHEDULER_FILE} into {dst}.", UserWarning, stacklevel=2)
+    else:
+        read_json(sched)  # an unreadable file fails now, naming it
     model, params = load_unet(src)
-    save_unet_converted(dst, model, params, overwrite=overwrite)
+    with atomic_directory(dst, overwrite=overwrite) as tmp:
+        inner = os.path.join(tmp, "unet")
+        save_unet_converted(inner, model, params)
+        for name in os.listdir(inner):
+            os.rename(os.path.join(inner, name), os.path.join(tmp, name))
+        os.rmdir(inner)
+        if sched is not None:
+            shutil.copyfile(sched, os.path.join(tmp, SCHEDULER_FILE))
     return int(sum(np.prod(p.shape) for p in jax.tree.leaves(params)))
 
 

@@ -147,4 +147,7 @@ def load_schedule(model_path: str):
                  os.path.join(os.path.dirname(folder), "scheduler_config.json")):
         if os.path.isfile(cand):
             return schedule_from_config(read_json(cand))
+    warnings.warn(f"no scheduler_config.json in or beside {folder}: ASSUMING the default linear schedule (beta "
+                  "1e-4..0.02, T=1000); if the model was trained with another one, put its scheduler_config.json "
+                  "beside config.json.", UserWarning, stacklevel=2)
     return make_schedule()
