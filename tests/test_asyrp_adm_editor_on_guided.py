@@ -69,3 +69,10 @@ def test_official_adm_editor_on_guided_diffusion_base(tmp_path, scale=-0.7):
     assert ours.shape[-1] == 6 and moved > 0.2
     assert err_eps <= TOL and err_full <= TOL
     assert err_full <= REGRESSION
+
+    # The Asyrp step's (ε, ε̃) pair on this learned-variance base: ε channels only, equal to the reference's.
+    from jaxhspace.editing.asyrp_edit import eps_pair_fn
+    pair = eps_pair_fn(model, params, lambda h, temb, tb: editor.apply({"params": eparams}, h, temb), scale)
+    eps, eps_e = (np.asarray(a) for a in pair(x, t, np.array([True, True])))
+    assert eps.shape[-1] == 3 and eps_e.shape[-1] == 3
+    assert np.abs(eps - plain[..., :3]).max() <= TOL and np.abs(eps_e - ref[..., :3]).max() <= TOL

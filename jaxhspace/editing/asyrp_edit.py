@@ -51,6 +51,7 @@ from jaxhspace.diffusion.asyrp import asyrp_reverse, asyrp_step
 from jaxhspace.diffusion.ddim import ddim_invert
 from jaxhspace.diffusion.schedule import Schedule, alpha_bar, asyrp_timesteps, sampling_pairs
 from jaxhspace.models.editor import DeltaBlock
+from jaxhspace.models.functional import decode_fn, encode_fn
 from jaxhspace.models.functional import eps_fn as _eps_fn
 
 Array = jax.Array
@@ -230,9 +231,11 @@ def eps_pair_fn(unet, params, delta: DeltaSource, scale=1.0) -> Callable:
       scale: the coefficient on Δh (scalar; for a trained editor use :func:`scaling_factor`).
     """
 
+    enc, dec = encode_fn(unet, params), decode_fn(unet, params)  # dec: ε channels only (learned variance dropped)
+
     def f(x, t, edit):
-        h, skips, temb = unet.apply({"params": params}, x, t, method=unet.encode)
-        eps = unet.apply({"params": params}, h, skips, temb, method=unet.decode)
+        h, skips, temb = enc(x, t)
+        eps = dec(h, skips, temb)
         b = x.shape[0]
         edit_b = jnp.broadcast_to(jnp.asarray(edit, jnp.bool_).reshape(-1), (b,))
         tb = jnp.broadcast_to(jnp.asarray(t).reshape(-1), (b,))
@@ -241,7 +244,7 @@ def eps_pair_fn(unet, params, delta: DeltaSource, scale=1.0) -> Callable:
             dh = delta(h, temb, tb)
             step = jnp.asarray(scale, h.dtype) * dh
             h2 = h + jnp.where(edit_b[:, None, None, None], step, jnp.zeros_like(step))
-            return unet.apply({"params": params}, h2, skips, temb, method=unet.decode)
+            return dec(h2, skips, temb)
 
         eps_edit = lax.cond(jnp.any(edit_b), edited, lambda _: eps, None)
         return eps, eps_edit
@@ -413,13 +416,15 @@ def asyrp_edit(
 # ----------------------------------------------------------------------------------------------
 @partial(jax.jit, static_argnames=("unet", "ts", "tps"))
 def _collect_jit(params, schedule, delta, coeff, x_lat, *, unet, ts, tps):
+    enc, dec = encode_fn(unet, params), decode_fn(unet, params)
+
     def body(x, inp):
         t, a_t, a_prev = inp
         tb = jnp.full((x.shape[0],), t, jnp.int32)
-        h, skips, temb = unet.apply({"params": params}, x, tb, method=unet.encode)
+        h, skips, temb = enc(x, tb)
         dh = delta(h, temb, tb)
-        eps = unet.apply({"params": params}, h, skips, temb, method=unet.decode)
-        eps_e = unet.apply({"params": params}, h + coeff * dh, skips, temb, method=unet.decode)
+        eps = dec(h, skips, temb)
+        eps_e = dec(h + coeff * dh, skips, temb)
         return asyrp_step(x, eps, eps_e, a_t, a_prev), dh
 
     per = (jnp.asarray(ts, jnp.int32), alpha_bar(schedule, np.asarray(ts)), alpha_bar(schedule, np.asarray(tps)))

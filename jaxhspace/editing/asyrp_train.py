@@ -48,6 +48,7 @@ from jaxhspace.diffusion.schedule import alpha_bar, asyrp_timesteps
 from jaxhspace.losses.clip_directional import (
     IMAGENET_TEMPLATES, asyrp_clip_loss, encode_texts, image_features, l2_normalize, text_direction)
 from jaxhspace.models.editor import DeltaBlock, EditorConfig, init_editor
+from jaxhspace.models.functional import decode_fn, encode_fn, eps_fn
 from jaxhspace.training.checkpointing import Checkpointer
 
 
@@ -117,10 +118,11 @@ def make_loss_fn(unet, editor: DeltaBlock, clip_model, lambda_clip: float, lambd
         up = frozen["unet"]
         x = jax.lax.stop_gradient(x_edit)
         tb = jnp.full((x.shape[0],), t, jnp.int32)
-        h, skips, temb = unet.apply({"params": up}, x, tb, method=unet.encode)
-        eps = unet.apply({"params": up}, h, skips, temb, method=unet.decode)
+        h, skips, temb = encode_fn(unet, up)(x, tb)
+        dec = decode_fn(unet, up)                                  # ε channels only (learned variance dropped)
+        eps = dec(h, skips, temb)
         dh = editor.apply({"params": eparams}, h, temb)
-        eps_edit = unet.apply({"params": up}, h + dh, skips, temb, method=unet.decode)  # hs_coeff = (1, 1)
+        eps_edit = dec(h + dh, skips, temb)  # hs_coeff = (1, 1)
         x_next, p_edit = asyrp_step(x, eps, eps_edit, a_t, a_prev, 0.0, return_pred_x0=True)
         f_edit = image_features(clip_model, frozen["clip"], p_edit, method=clip_resize, validate=False)
         l_clip = jnp.mean(asyrp_clip_loss(f_edit, feat_src, frozen["text_dir"]))
@@ -155,7 +157,7 @@ def make_train_step(unet, editor: DeltaBlock, clip_model, optimizer_spec: tuple,
         x_e = jnp.where(reset, x_lat, state.x_edit)
         x_r = jnp.where(reset, x_lat, state.x_ref)
         tb = jnp.full((x_r.shape[0],), t, jnp.int32)
-        eps_r = unet.apply({"params": frozen["unet"]}, x_r, tb)
+        eps_r = eps_fn(unet, frozen["unet"])(x_r, tb)
         x_r_next, p_ref = ddim_step(x_r, eps_r, a_t, a_prev, 0.0, return_pred_x0=True)
         (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state.params, frozen, x_e, p_ref, feat_src, t, a_t, a_prev)
