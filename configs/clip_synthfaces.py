@@ -50,6 +50,8 @@ def get_config():
     c.max_minutes = 14.0
     c.export_dir = "{workdir}/export"  # '' = no export; assets/... needs allow_asset_export
     c.allow_asset_export = False
+    # resuming with changed result-affecting fields: "strict" refuses (naming them), "allow" resumes anyway
+    c.resume_policy = "strict"
     c.eval_seed = 20240917  # held out: training batches use seeds (seed, step)
     c.eval_n = 512
     return c

@@ -58,4 +58,6 @@ def get_config():
     c.max_minutes = 55.0
     c.export_dir = "{workdir}/export"  # '' = no export; assets/... needs allow_asset_export
     c.allow_asset_export = False
+    # resuming with changed result-affecting fields: "strict" refuses (naming them), "allow" resumes anyway
+    c.resume_policy = "strict"
     return c

@@ -48,6 +48,7 @@ from jaxhspace.losses.clip_directional import IMAGENET_TEMPLATES, encode_texts, 
 from jaxhspace.losses.clip_preprocess import clip_preprocess
 from jaxhspace.models.clip import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig, init_clip_params
 from jaxhspace.training.checkpointing import Checkpointer
+from jaxhspace.training.run_config import check_resume
 from jaxhspace.training.safety import InterruptGuard, check_export_dir, export_folder
 
 SIMPLE_TEMPLATES = ("a photo of {}.", "{}.", "an image of {}.", "a picture of {}.")
@@ -57,6 +58,9 @@ ATTRS = ("smile", "hair_color", "eyes", "glasses", "background")  # columns of t
 MAX_LOGIT_SCALE = float(np.log(100.0))
 # what the job writes into its workdir (an export_dir inside the workdir must avoid these)
 WORKDIR_FILES = ("checkpoints", "tokenizer", "train_log.jsonl", "metrics.json", "run_config.json")
+# config fields that do not change the trained weights (not compared on resume); total_steps does (cosine lr)
+BOOKKEEPING = ("task", "max_minutes", "export_dir", "allow_asset_export", "log_every", "checkpoint_every",
+               "resume_policy", "max_loss_growth", "stop_at_step", "eval_every", "eval_seed", "eval_n")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -482,15 +486,17 @@ def train_clip(config, workdir: str) -> dict:
     Stops early (after saving) when ``config.max_minutes`` have passed or at ``config.stop_at_step``. On SIGINT /
     SIGTERM the step in flight finishes, the state is saved and :class:`jaxhspace.errors.TrainingInterrupted` is
     raised. ``config.export_dir`` ('' = none; ``{workdir}`` expands) is checked before any work
-    (:func:`jaxhspace.training.safety.check_export_dir`).
+    (:func:`jaxhspace.training.safety.check_export_dir`). A resume with changed result-affecting config fields is
+    refused unless ``config.resume_policy="allow"`` (:func:`jaxhspace.training.run_config.check_resume`).
     Returns the metrics (also written to ``workdir/metrics.json`` and, on export, ``export_dir/metrics.json``).
     """
     export_dir = check_export_dir(config.get("export_dir"), workdir, WORKDIR_FILES,
                                   bool(config.get("allow_asset_export", False)))
     os.makedirs(workdir, exist_ok=True)
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), every=config.checkpoint_every)
+    check_resume(config, workdir, ckpt.latest_step() is not None, BOOKKEEPING)
     tok_dir = os.path.join(workdir, "tokenizer")
     tokenizer, model, optimizer, state, train_key = setup(config, tok_dir)
-    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), every=config.checkpoint_every)
     state = ckpt.restore_or(state)
     start = int(state.step)
     end = min(config.total_steps, config.get("stop_at_step") or config.total_steps)

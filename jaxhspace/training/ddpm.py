@@ -22,10 +22,14 @@ from jaxhspace.diffusion.schedule import Schedule, make_schedule
 from jaxhspace.errors import TrainingInterrupted
 from jaxhspace.models.unet import UNet2DModel, UNetConfig
 from jaxhspace.training.checkpointing import Checkpointer
+from jaxhspace.training.run_config import check_resume
 from jaxhspace.training.safety import InterruptGuard, check_export_dir, export_folder
 
 # what the job writes into its workdir (an export_dir inside the workdir must avoid these)
 WORKDIR_FILES = ("checkpoints", "train_log.jsonl", "metrics.json", "run_config.json")
+# config fields that do not change the trained weights (not compared on resume)
+BOOKKEEPING = ("task", "max_minutes", "export_dir", "allow_asset_export", "log_every", "checkpoint_every",
+               "resume_policy", "max_loss_growth")
 
 
 @flax.struct.dataclass
@@ -127,11 +131,16 @@ def train_ddpm(config, workdir: str) -> dict:
     split across sessions; re-running resumes. On SIGINT / SIGTERM the step in flight finishes, the state is
     saved and :class:`jaxhspace.errors.TrainingInterrupted` is raised; the last step is always saved.
     ``config.export_dir`` ('' = none; ``{workdir}`` expands) is checked before training (see
-    :func:`jaxhspace.training.safety.check_export_dir`). Returns a dict of metrics (also in ``workdir/metrics.json``).
+    :func:`jaxhspace.training.safety.check_export_dir`). A resume with changed result-affecting config fields is
+    refused unless ``config.resume_policy="allow"`` (:func:`jaxhspace.training.run_config.check_resume`).
+    Returns a dict of metrics (also in ``workdir/metrics.json``).
     """
     export_dir = check_export_dir(config.get("export_dir"), workdir, WORKDIR_FILES,
                                   bool(config.get("allow_asset_export", False)))
     os.makedirs(workdir, exist_ok=True)
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), every=config.checkpoint_every)
+    resume_from = ckpt.latest_step()
+    check_resume(config, workdir, resume_from is not None, BOOKKEEPING, _harmless_changes(config, resume_from))
     ucfg = UNetConfig.from_dict(dict(config.unet))
     model = UNet2DModel(ucfg)
     schedule = make_schedule(config.beta_schedule, config.beta_start, config.beta_end, config.num_train_timesteps)
@@ -144,7 +153,6 @@ def train_ddpm(config, workdir: str) -> dict:
     optimizer = make_optimizer(config.lr, config.warmup_steps, config.grad_clip, refine_from, config.total_steps,
                                config.get("refine_final_lr", config.lr))
     state = DDPMState(jnp.array(0, jnp.int32), params, jax.tree.map(jnp.copy, params), optimizer.init(params))
-    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), every=config.checkpoint_every)
     state = ckpt.restore_or(state)
     start = int(state.step)
     n_params = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(state.params))
@@ -189,6 +197,17 @@ def train_ddpm(config, workdir: str) -> dict:
     with open(os.path.join(workdir, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)
     return metrics
+
+
+def _harmless_changes(config, resume_from: int | None) -> dict:
+    """Config changes a resume at ``resume_from`` may make without mixing runs: ``total_steps`` (larger than
+    ``resume_from``) while the checkpoint is not past ``refine_from_step``, since the learning rate depends on
+    ``total_steps`` only in the refine phase (so a 6000-step run extends into the 9000-step recipe)."""
+    refine_from = config.get("refine_from_step")
+    if resume_from is not None and config.total_steps > resume_from and (
+            refine_from is None or resume_from <= refine_from):
+        return {"total_steps": "the learning rate up to the checkpoint does not depend on it"}
+    return {}
 
 
 def _save_final(ckpt: Checkpointer, state) -> None:
