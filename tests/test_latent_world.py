@@ -102,3 +102,59 @@ def test_sd_jobs_need_a_pipeline_folder(tmp_path):
     c = cfg.get_config()
     with pytest.raises(ValueError, match="config.model_path.*pipeline folder"):
         get_task(c.task)(c, str(tmp_path))
+
+
+@pytest.fixture(scope="module")
+def ldm(tmp_path_factory):
+    """A tiny unconditional LDM folder (UNet2DModel on VQModel latents, like CompVis/ldm-celebahq-256): image 32 ->
+    latent 16x16x3 -> h 8x8x32."""
+    import diffusers
+
+    from sd_fixtures import perturb_
+
+    torch.manual_seed(0)
+    unet = diffusers.UNet2DModel(
+        sample_size=16, in_channels=3, out_channels=3, block_out_channels=(16, 32), layers_per_block=1,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        norm_num_groups=8, attention_head_dim=8)
+    vq = diffusers.VQModel(latent_channels=3, num_vq_embeddings=32, block_out_channels=(8, 16),
+                           down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                           layers_per_block=1, norm_num_groups=4)
+    perturb_(unet, 1)
+    perturb_(vq, 2)
+    folder = str(tmp_path_factory.mktemp("ldm") / "pipe")
+    diffusers.LDMPipeline(vqvae=vq.eval(), unet=unet.eval(), scheduler=diffusers.DDIMScheduler()).save_pretrained(folder)
+    return folder
+
+
+def test_ldm_haas_and_pca_jobs(ldm, tmp_path):
+    """The haas and pca jobs (configs/ldm) on the LDM folder: Haas' σ of J = ∂ε/∂h at the inverted latent equal the
+    dense Jacobian's SVD (1e-4 relative); PCA's explained-variance ratios at the last grid step equal numpy's SVD of
+    the centred h of the same latents (independently encoded)."""
+    import ml_collections
+
+    from jaxhspace.data import synthfaces
+    from jaxhspace.diffusion.ddim import ddim_invert
+    from jaxhspace.diffusion.schedule import asyrp_timesteps
+    from jaxhspace.models.functional import encode_fn, eps_of_h
+    from jaxhspace.tasks.inputs import invert_to, load_world
+
+    m = _job("configs.ldm.haas", ldm, tmp_path / "haas", n_steps=4, jacobian_t=600, k=2, n_dirs=1, num_images=1,
+             svd_tol=1e-7, svd_max_iters=60)
+    world = load_world(ml_collections.ConfigDict({"model_path": ldm, "seed": 0, "model_family": "latent"}))
+    assert world.is_latent and world.image_size == 32
+    x0 = synthfaces.generate(12345, 1, size=32)[0]
+    x_t, t, _ = invert_to(world.model, world.params, world.schedule, world.to_x(x0), 4, 600)
+    assert t == m["jacobian_t"]
+    h, skips, temb = encode_fn(world.model, world.params)(x_t[:1], jnp.full((1,), t))
+    ref = dense_svd_reference(eps_of_h(world.model, world.params, skips, temb), h[0], k=2)
+    np.testing.assert_allclose(m["singular_values"][0], ref.s, rtol=1e-4)
+
+    p = _job("configs.ldm.pca", ldm, tmp_path / "pca", n_steps=4, k=2, n_dirs=1, num_images=1,
+             pca_source="synthfaces", num_pca_samples=6, supervised_factor="", scales=(-1.0, 1.0))
+    data = synthfaces.generate(p.get("pca_data_seed", 777), 6, size=32)[0]
+    grid = asyrp_timesteps(4, 999)
+    z = ddim_invert(eps_fn(world.model, world.params), world.to_x(data), grid, world.schedule)   # latent at t = 999
+    H = np.asarray(encode_fn(world.model, world.params)(z, jnp.full((6,), int(grid[-1])))[0]).reshape(6, -1)
+    sv = np.linalg.svd(H - H.mean(0), compute_uv=False)
+    np.testing.assert_allclose(p["explained_variance_ratio"][-1], (sv ** 2 / np.sum(sv ** 2))[:2], rtol=1e-3)
