@@ -4,11 +4,20 @@ Jacobian and the same prompt in the x-space guidance edits z ← z + γ[ε(z + �
     python -m jaxhspace.main --config configs/sd/pullback.py --workdir runs/sd_pullback \
         --config.model_path=/data/stable-diffusion-2-1-base --config.image_paths="('/data/faces',)"
 
-Official SD settings (park_official.md §4, Diffusion-Pullback ``src/modules/edit.py`` SD branch): γ = 1 (edit.py
-SD scripts), 16 edit steps without a prompt (64 with one), edit_t ∈ {0.7, 0.6}·T; the Jacobian of SD uses chunk 5
-(edit.py 236-239). Images are VAE-encoded (latent mean × scaling_factor) and DDIM-inverted with the prompt to edit_t.
-Differences: our SVD is the matrix-free solver of ``svd_method`` (the official runs subspace iteration); guidance
-scale 1 (the conditional branch only) in inversion, Jacobian and edits.
+Official SD defaults (enkeejunior1/Diffusion-Pullback@859c012; E = src/modules/edit.py, A = src/utils/define_argparser.py,
+S0 = src/scripts/main_various_local_encoder_pullback_without_edit_prompt.sh, S1 = ..._with_edit_prompt.sh, M = src/main.py):
+  * model stabilityai/stable-diffusion-2-1-base, ε-prediction, fp32 (S0:11; A:22); real images centre-cropped to
+    512 px, z = 0.18215 · VAE posterior sample (E:140-146), DDIM-inverted with the prompt "" (A:36) and run to edit_t;
+  * 100 for/inv steps on the float grid t_j = (99 − j)·999/99 (A:40-41); edit_t ∈ {0.7, 0.6}·T (S0:3, S1:1);
+  * J = ∂h/∂z, h = mid_block output 8×8×1280, with the edit prompt's embedding (S0: "", S1: "sitting dog", "tiger";
+    E:198-200, 237), k = 2 (M:33), chunk 5, 10–50 iterations, atol 1e-4 (E:236-239);
+  * edit: γ = 1 (S0:14, S1:14), λ = 1 (A:70), 16 steps without a prompt, 64 with one (S0:15, S1:15), no CFG in the edit
+    (E:493-496); decoding η = 0 everywhere: SD has no quality boosting (A:227 asserts performance_boosting_t ≤ 0).
+Differences: our SVD is ``svd_method`` (matrix-free, tolerance-stopped; the official runs subspace iteration); the
+latent is the VAE posterior *mean* (deterministic; the official samples it with seed 0); the inversion stops at edit_t
+on the integer Asyrp grid (the official inverts 98 of 99 float steps to t ≈ 988.9 and samples back from 999); one
+``prompt`` serves inversion, Jacobian, edits and decoding (the official inverts and decodes with "" and uses the edit
+prompt for the Jacobian and the edit: identical with the default "").
 """
 from configs.pullback import get_config as base
 
@@ -16,15 +25,17 @@ from configs.pullback import get_config as base
 def get_config():
     c = base()
     c.model_family = "latent"
-    c.model_path = ""          # REQUIRED: a local diffusers pipeline folder (SD-1.5, SD-2.1-base, ...)
-    c.prompt = ""              # the fixed prompt inside every UNet call ("" = the unconditional branch)
+    c.model_path = ""          # REQUIRED: a local diffusers pipeline folder (SD-2.1-base as the official, SD-1.5, ...)
+    c.prompt = ""              # S0: ""; S1: "sitting dog" / "tiger" (with n_edit_steps = 64)
     c.image_size = 0           # 0 = the pipeline's native size (unet sample_size x VAE factor: 512 for SD)
-    c.n_steps = 50
-    c.edit_t = 600             # 0.6 T
-    c.gamma = 1.0              # SD scripts: x_space_guidance_scale 1
-    c.lam = 1.0                # unit v
-    c.n_edit_steps = 16        # without a prompt (64 with one)
-    c.k = 2
+    c.n_steps = 100            # A:40-41
+    c.edit_t = 600             # 0.6 T (S0:3)
+    c.t_boost = 0              # no η = 1 boosting on SD (A:227)
+    c.gamma = 1.0              # S0:14
+    c.lam = 1.0                # A:70
+    c.n_edit_steps = 16        # S0:15 (64 with a prompt, S1:15)
+    c.k = 2                    # M:33
     c.n_dirs = 2
+    c.svd_tol = 1e-4
     c.upscale = 1
     return c
