@@ -1,7 +1,7 @@
 """Benchmark: parameter count and XLA's compiled memory of Stable Diffusion UNet products (nothing materialised).
 
     python -m benchmarks.sd_memory [--config sd15|sd21_base] [--size 64] [--dtype float32|bfloat16]
-                                   [--time-jvp] [--threads N] [--out FILE]
+                                   [--query-chunk 1024] [--time-jvp] [--threads N] [--out FILE]
 
 For the UNet of ``--config`` (SD-1.5 by default; latent ``--size`` 64 = 512 px, text [1, 77, cross_attention_dim])
 it compiles, with abstract params (``jax.ShapeDtypeStruct`` from ``jax.eval_shape``, so no weights are allocated):
@@ -11,7 +11,8 @@ it compiles, with abstract params (``jax.ShapeDtypeStruct`` from ``jax.eval_shap
     pullback Jacobian; the primal is shared by the 8 tangents);
   * one VJP block of 8: ``vmap`` over 8 cotangents of the ``jax.vjp`` pullback of ``h(z)``;
 
-and prints ``compiled.memory_analysis()``: arguments (params + inputs), outputs, XLA temporaries, and their sum
+``--query-chunk`` uses the model's ``attention_query_chunk`` memory option (default: plain attention). It then
+prints ``compiled.memory_analysis()``: arguments (params + inputs), outputs, XLA temporaries, and their sum
 minus aliased bytes as the peak estimate of one call. These are this backend's (CPU's) numbers; a TPU/GPU
 compile fuses and schedules differently, so read them as the order of magnitude. ``--time-jvp`` additionally
 materialises random weights and measures the wall time of one JVP block of 8 (second call; needs the peak
@@ -87,13 +88,14 @@ def main(argv=None) -> dict:
     ap.add_argument("--size", type=int, default=64, help="latent side (64 = 512 px)")
     ap.add_argument("--tokens", type=int, default=77)
     ap.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="compute dtype")
+    ap.add_argument("--query-chunk", type=int, default=None, help="attention_query_chunk (default: plain)")
     ap.add_argument("--time-jvp", action="store_true", help="also time one JVP block with random weights")
     ap.add_argument("--threads", type=int, default=1, help="CPU threads (set before jax starts)")
     ap.add_argument("--out", default=None, help="JSON output path")
     args = ap.parse_args(argv)
 
     cfg = UNetConditionConfig(**CONFIGS[args.config])
-    model = UNet2DConditionModel(cfg, dtype=jnp.dtype(args.dtype))
+    model = UNet2DConditionModel(cfg, dtype=jnp.dtype(args.dtype), attention_query_chunk=args.query_chunk)
     shapes = param_shapes(model)
     n_params = int(sum(np.prod(s.shape) for s in jax.tree.leaves(shapes)))
     s = args.size
@@ -113,16 +115,15 @@ def main(argv=None) -> dict:
         print(f"compiled {name} in {rows[name]['compile_s']:.0f} s", file=sys.stderr, flush=True)
 
     result = {"config": args.config, "latent": [s, s, cfg.in_channels], "text": [args.tokens, cfg.context_dim],
-              "h": list(hw), "dtype": args.dtype, "params": n_params, "backend": jax.default_backend(),
-              "machine": platform.processor() or platform.machine(), "cpus": cpus_usable(), "rows": rows}
+              "h": list(hw), "dtype": args.dtype, "query_chunk": args.query_chunk, "params": n_params,
+              "backend": jax.default_backend(), "machine": platform.processor() or platform.machine(),
+              "cpus": cpus_usable(), "rows": rows}
     if args.time_jvp:
         name = f"jvp_block_{BLOCK}"
-        params = jax.jit(lambda: jax.tree.map(lambda a: 0.02 * jnp.ones(a.shape, a.dtype), shapes))()
-        rng = np.random.default_rng(0)
-        arrays = [rng.normal(size=a.shape).astype(np.float32) for a in (z, c, extra[name][0])]
-        zz, cc, vv = arrays
+        rng = np.random.default_rng(0)  # random weights (timing does not depend on their values)
+        params = jax.tree.map(lambda a: jnp.asarray(rng.normal(0, 0.02, a.shape).astype(np.float32)), shapes)
+        zz, cc, vv = (rng.normal(size=a.shape).astype(np.float32) for a in (z, c, extra[name][0]))
         tt = np.array([500], np.int32)
-        params = jax.tree.map(lambda a: a + jnp.asarray(rng.normal(0, 0.02, a.shape), a.dtype), params)
         for i in range(2):  # the first call pays the transfer and warm-up
             t0 = time.perf_counter()
             jax.block_until_ready(compiled[name](params, zz, tt, cc, vv))
@@ -130,7 +131,8 @@ def main(argv=None) -> dict:
         print(f"{name}: {rows[name]['wall_s_call2']:.1f} s per call", file=sys.stderr)
 
     print(f"\n{args.config} UNet, {n_params:,} params, z {s}x{s}x{cfg.in_channels} ({8 * s} px), text "
-          f"{args.tokens}x{cfg.context_dim}, h {'x'.join(map(str, hw))}, {args.dtype} compute, "
+          f"{args.tokens}x{cfg.context_dim}, h {'x'.join(map(str, hw))}, {args.dtype} compute, attention "
+          f"{'plain' if args.query_chunk is None else f'query chunk {args.query_chunk}'}, "
           f"backend {result['backend']}\n")
     print("| program | args GiB | outputs GiB | temps GiB | peak GiB | compile s |")
     print("|---|---:|---:|---:|---:|---:|")

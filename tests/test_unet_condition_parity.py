@@ -225,6 +225,34 @@ def test_jvp_matches_torch_func_jvp(sd2):
     assert e_eps <= TOL and e_h <= TOL
 
 
+def test_query_chunked_attention(sd1):
+    """The memory option attention_query_chunk (48: padded chunks at 16x16 and 8x8, none at the 4x4 mid block) gives
+    diffusers' eps and h, and its JVP and VJP agree with the plain path (JVP) and with each other (adjoint)."""
+    folder, model, params = sd1
+    chunked = model.clone(attention_query_chunk=48)
+    z, t, c = inputs(SD1_TINY, seed=8)
+    eps_t, h_t = torch_forward(make_torch_unet(SD1_TINY, seed=len("sd1") + 3), z, t, c)
+    eps_j, h_j = jax_forward(chunked, params, z, t, c)
+    print(f"\nchunked: eps err {max_abs(eps_j, eps_t):.2e}, h err {max_abs(h_j, h_t):.2e}")
+    assert max_abs(eps_j, eps_t) <= REGRESSION_TOL and max_abs(h_j, h_t) <= REGRESSION_TOL
+    rng = np.random.default_rng(9)
+    dz = rng.normal(size=z.shape).astype(np.float32)
+    u = rng.normal(size=h_j.shape).astype(np.float32)
+
+    @jax.jit
+    def products(z, dz, u):
+        h_of = lambda m: lambda x: m.apply({"params": params}, x, t, c, method=m.encode).h  # noqa: E731
+        jv_plain = jax.jvp(h_of(model), (z,), (dz,))[1]
+        jv = jax.jvp(h_of(chunked), (z,), (dz,))[1]
+        jtu = jax.vjp(h_of(chunked), z)[1](u)[0]
+        return jv_plain, jv, jnp.vdot(jv, u), jnp.vdot(dz, jtu)
+
+    jv_plain, jv, lhs, rhs = products(z, dz, u)
+    assert max_abs(jv, jv_plain) <= REGRESSION_TOL
+    # <Jv, u> = <v, Jᵀu>, to float32 rounding of sums of ~1e3 terms (bound relative to |Jv| |u|)
+    assert abs(float(lhs) - float(rhs)) <= 1e-6 * float(np.linalg.norm(jv) * np.linalg.norm(u))
+
+
 def test_bfloat16_compute_is_close(sd2, tmp_path_factory):
     _, cfg, torch_model, _, _ = sd2
     model16, params16 = load_unet(built("sd2", tmp_path_factory)[5], dtype=jnp.bfloat16)

@@ -27,16 +27,7 @@ def _layer_norm(dtype: Any) -> nn.LayerNorm:
     return nn.LayerNorm(epsilon=1e-5, use_fast_variance=False, dtype=dtype, param_dtype=jnp.float32)
 
 
-def dot_product_attention(q: Array, k: Array, v: Array, upcast: bool = False) -> Array:
-    """softmax(q kᵀ / √d) v per head, the softmax in float32.
-
-    Args:
-      q: ``[B, N, heads, d]``; k, v: ``[B, M, heads, d]``.
-      upcast: compute q kᵀ in float32 too (diffusers ``upcast_attention``; matters only for bf16 compute).
-
-    Returns:
-      ``[B, N, heads, d]`` in v's dtype.
-    """
+def _attend(q: Array, k: Array, v: Array, upcast: bool) -> Array:
     scale = q.shape[-1] ** -0.5
     if upcast:
         q, k = q.astype(jnp.float32), k.astype(jnp.float32)
@@ -45,17 +36,42 @@ def dot_product_attention(q: Array, k: Array, v: Array, upcast: bool = False) ->
     return jnp.einsum("bhqk,bkhd->bqhd", probs, v)
 
 
+def dot_product_attention(q: Array, k: Array, v: Array, upcast: bool = False,
+                          query_chunk: Optional[int] = None) -> Array:
+    """softmax(q kᵀ / √d) v per head, the softmax in float32.
+
+    Args:
+      q: ``[B, N, heads, d]``; k, v: ``[B, M, heads, d]``.
+      upcast: compute q kᵀ in float32 too (diffusers ``upcast_attention``; matters only for bf16 compute).
+      query_chunk: if set and smaller than N, attend ``query_chunk`` queries at a time (``lax.map``, each chunk
+        rematerialised in reverse mode), so the ``[B, heads, N, M]`` scores never exist at once. Same math (each
+        query's softmax is over all keys); a memory option for 512 px JVP/VJP blocks, off by default.
+
+    Returns:
+      ``[B, N, heads, d]`` in v's dtype.
+    """
+    n = q.shape[1]
+    if query_chunk is None or query_chunk >= n:
+        return _attend(q, k, v, upcast)
+    pad = -n % query_chunk
+    q = jnp.pad(q, ((0, 0), (0, pad), (0, 0), (0, 0)))  # padded query rows are dropped below
+    qs = jnp.moveaxis(q.reshape(q.shape[0], -1, query_chunk, *q.shape[2:]), 1, 0)  # [chunks, B, chunk, heads, d]
+    out = jax.lax.map(jax.checkpoint(lambda qc: _attend(qc, k, v, upcast)), qs)
+    return jnp.moveaxis(out, 0, 1).reshape(q.shape[0], -1, *out.shape[3:])[:, :n]
+
+
 class CrossAttention(nn.Module):
     """diffusers ``Attention(query_dim, cross_attention_dim, heads, dim_head, bias=False)``:
     ``[B, N, query_dim] x [B, M, cross_attention_dim] -> [B, N, query_dim]`` (no residual, no norm).
 
-    ``context=None`` is self-attention (keys/values from ``x``).
+    ``context=None`` is self-attention (keys/values from ``x``). ``query_chunk``: see :func:`dot_product_attention`.
     """
 
     query_dim: int
     heads: int
     dim_head: int
     upcast_attention: bool = False
+    query_chunk: Optional[int] = None
     dtype: Any = jnp.float32
 
     def setup(self):
@@ -70,7 +86,7 @@ class CrossAttention(nn.Module):
         b, n, _ = x.shape
         split = lambda y: y.reshape(b, y.shape[1], self.heads, self.dim_head)  # noqa: E731
         out = dot_product_attention(split(self.to_q(x)), split(self.to_k(context)), split(self.to_v(context)),
-                                    upcast=self.upcast_attention)
+                                    upcast=self.upcast_attention, query_chunk=self.query_chunk)
         return self.to_out[0](out.reshape(b, n, self.heads * self.dim_head))
 
 
@@ -124,11 +140,12 @@ class BasicTransformerBlock(nn.Module):
     dim_head: int
     only_cross_attention: bool = False
     upcast_attention: bool = False
+    query_chunk: Optional[int] = None
     dtype: Any = jnp.float32
 
     def setup(self):
         attn = lambda: CrossAttention(self.dim, self.heads, self.dim_head, self.upcast_attention,  # noqa: E731
-                                      dtype=self.dtype)
+                                      self.query_chunk, dtype=self.dtype)
         self.norm1 = _layer_norm(self.dtype)
         self.attn1 = attn()
         self.norm2 = _layer_norm(self.dtype)
@@ -148,8 +165,9 @@ class Transformer2DModel(nn.Module):
 
     ``GroupNorm(norm_num_groups, eps=1e-6)``, ``proj_in`` (1x1 conv, or Linear when ``use_linear_projection``)
     to ``heads * dim_head``, ``num_layers`` :class:`BasicTransformerBlock`, ``proj_out`` back to ``C``, plus the
-    input as residual. (In NHWC a 1x1 conv and a Linear on flattened pixels compute the same map; they differ only
-    in the stored weight layout, which the converter handles.)
+    input as residual. ``query_chunk``: see :func:`dot_product_attention`. (In NHWC a 1x1 conv and a Linear on
+    flattened pixels compute the same map; they differ only in the stored weight layout, which the converter
+    handles.)
     """
 
     heads: int
@@ -160,6 +178,7 @@ class Transformer2DModel(nn.Module):
     use_linear_projection: bool = False
     only_cross_attention: bool = False
     upcast_attention: bool = False
+    query_chunk: Optional[int] = None
     dtype: Any = jnp.float32
 
     def setup(self):
@@ -169,7 +188,7 @@ class Transformer2DModel(nn.Module):
         self.proj_in = proj(inner)
         self.transformer_blocks = [
             BasicTransformerBlock(inner, self.heads, self.dim_head, self.only_cross_attention, self.upcast_attention,
-                                  dtype=self.dtype)
+                                  self.query_chunk, dtype=self.dtype)
             for _ in range(self.num_layers)
         ]
         self.proj_out = proj(self.in_channels)

@@ -234,6 +234,7 @@ class CrossAttnDownBlock2D(nn.Module):
     use_linear_projection: bool = False
     only_cross_attention: bool = False
     upcast_attention: bool = False
+    query_chunk: Optional[int] = None
     groups: int = 32
     eps: float = 1e-5
     act_fn: str = "silu"
@@ -249,7 +250,7 @@ class CrossAttnDownBlock2D(nn.Module):
         self.attentions = [
             Transformer2DModel(self.heads, self.out_channels // self.heads, self.out_channels, self.transformer_layers,
                                self.groups, self.use_linear_projection, self.only_cross_attention,
-                               self.upcast_attention, dtype=self.dtype)
+                               self.upcast_attention, self.query_chunk, dtype=self.dtype)
             for _ in range(self.num_layers)
         ]
         if self.add_downsample:
@@ -281,6 +282,7 @@ class CrossAttnUpBlock2D(nn.Module):
     use_linear_projection: bool = False
     only_cross_attention: bool = False
     upcast_attention: bool = False
+    query_chunk: Optional[int] = None
     groups: int = 32
     eps: float = 1e-5
     act_fn: str = "silu"
@@ -298,7 +300,7 @@ class CrossAttnUpBlock2D(nn.Module):
         self.attentions = [
             Transformer2DModel(self.heads, self.out_channels // self.heads, self.out_channels, self.transformer_layers,
                                self.groups, self.use_linear_projection, self.only_cross_attention,
-                               self.upcast_attention, dtype=self.dtype)
+                               self.upcast_attention, self.query_chunk, dtype=self.dtype)
             for _ in range(self.num_layers)
         ]
         if self.add_upsample:
@@ -324,6 +326,7 @@ class UNetMidBlock2DCrossAttn(nn.Module):
     transformer_layers: int = 1
     use_linear_projection: bool = False
     upcast_attention: bool = False
+    query_chunk: Optional[int] = None
     output_scale_factor: float = 1.0
     groups: int = 32
     eps: float = 1e-5
@@ -339,7 +342,8 @@ class UNetMidBlock2DCrossAttn(nn.Module):
         ]
         self.attentions = [
             Transformer2DModel(self.heads, self.channels // self.heads, self.channels, self.transformer_layers,
-                               self.groups, self.use_linear_projection, False, self.upcast_attention, dtype=self.dtype)
+                               self.groups, self.use_linear_projection, False, self.upcast_attention, self.query_chunk,
+                               dtype=self.dtype)
         ]
 
     def __call__(self, x: Array, temb: Array, context: Array) -> Array:
@@ -357,10 +361,14 @@ class UNet2DConditionModel(nn.Module):
     Attributes:
       config: the :class:`UNetConditionConfig`.
       dtype: compute dtype (float32 default; bfloat16 possible). Params are float32; outputs float32.
+      attention_query_chunk: None (default: plain attention) or a query chunk size (e.g. 1024) bounding the
+        attention scores' memory at 512 px (``jaxhspace.models.transformer.dot_product_attention``); same params,
+        so ``model.clone(attention_query_chunk=1024)`` switches a loaded model.
     """
 
     config: UNetConditionConfig
     dtype: Any = jnp.float32
+    attention_query_chunk: Optional[int] = None
 
     def setup(self):
         c = self.config
@@ -370,7 +378,8 @@ class UNet2DConditionModel(nn.Module):
                       time_embedding_norm=c.resnet_time_scale_shift, dtype=self.dtype)
         heads, layers = c.per_block("attention_head_dim"), c.per_block("layers_per_block")
         tlayers, only_cross = c.per_block("transformer_layers_per_block"), c.per_block("only_cross_attention")
-        attn = dict(use_linear_projection=c.use_linear_projection, upcast_attention=c.upcast_attention)
+        attn = dict(use_linear_projection=c.use_linear_projection, upcast_attention=c.upcast_attention,
+                    query_chunk=self.attention_query_chunk)
 
         self.conv_in = conv(boc[0], c.conv_in_kernel, self.dtype)
         self.time_proj = Timesteps(boc[0], c.flip_sin_to_cos, c.freq_shift)
