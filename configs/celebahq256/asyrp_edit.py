@@ -15,7 +15,11 @@ import ml_collections
 def get_config():
     c = ml_collections.ConfigDict()
     c.task = "asyrp_edit"
-    c.model_path = "/path/to/ddpm-ema-celebahq-256"   # REQUIRED: diffusers UNet2DModel folder
+    c.model_path = "/path/to/ddpm-ema-celebahq-256"   # REQUIRED: diffusers folder or official .ckpt/.pt
+    c.model_format = "auto"      # auto | diffusers | ddpm_ckpt | guided_diffusion: a .ckpt/.pt converts into
+                                 # workdir/converted (jaxhspace.checkpoints.auto_convert), reused while unchanged
+    c.model_preset = ""          # the converter's --preset; "" = inferred from the file's parameter shapes
+    c.model_arch_json = ""       # the converter's --arch-json, for checkpoints of other architectures
     c.editor_paths = ()             # REQUIRED (or delta_h_paths): trained / converted editors
     c.target_factors = ()           # SynthFaces probe factors; not used at 256 px
     c.delta_h_paths = ()            # .npz Δh files (e.g. from the haas / pca jobs)

@@ -18,7 +18,11 @@ import ml_collections
 def get_config():
     c = ml_collections.ConfigDict()
     c.task = "asyrp_train"
-    c.model_path = "/path/to/ddpm-ema-celebahq-256"   # REQUIRED: diffusers UNet2DModel folder
+    c.model_path = "/path/to/ddpm-ema-celebahq-256"   # REQUIRED: diffusers folder or official .ckpt/.pt
+    c.model_format = "auto"      # auto | diffusers | ddpm_ckpt | guided_diffusion: a .ckpt/.pt converts into
+                                 # workdir/converted (jaxhspace.checkpoints.auto_convert), reused while unchanged
+    c.model_preset = ""          # the converter's --preset; "" = inferred from the file's parameter shapes
+    c.model_arch_json = ""       # the converter's --arch-json, for checkpoints of other architectures
     c.clip_path = "/path/to/clip-vit-base-patch32"    # REQUIRED: HF CLIPModel folder with tokenizer files
     c.seed = 0
     # texts (utils/text_dic.py:25-26: 'face' -> 'smiling face')

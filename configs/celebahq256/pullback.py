@@ -17,7 +17,11 @@ import ml_collections
 def get_config():
     c = ml_collections.ConfigDict()
     c.task = "pullback"
-    c.model_path = "/path/to/ddpm-ema-celebahq-256"   # REQUIRED: diffusers UNet2DModel folder
+    c.model_path = "/path/to/ddpm-ema-celebahq-256"   # REQUIRED: diffusers folder or official .ckpt/.pt
+    c.model_format = "auto"      # auto | diffusers | ddpm_ckpt | guided_diffusion: a .ckpt/.pt converts into
+                                 # workdir/converted (jaxhspace.checkpoints.auto_convert), reused while unchanged
+    c.model_preset = ""          # the converter's --preset; "" = inferred from the file's parameter shapes
+    c.model_arch_json = ""       # the converter's --arch-json, for checkpoints of other architectures
     c.seed = 0
     c.data_seed = 12345        # unused with image_paths
     c.num_images = 5           # script L4: samples 0-4

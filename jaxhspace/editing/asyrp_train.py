@@ -296,7 +296,8 @@ def train_asyrp(config, workdir: str, models: Optional[tuple] = None) -> dict:
     feat_all = np.concatenate([np.asarray(feats_fn(clip_params, jnp.asarray(x0_all[i:i + 64])))
                                for i in range(0, x0_all.shape[0], 64)])
 
-    editor = DeltaBlock(EditorConfig.for_unet(unet.config, num_groups=int(config.editor_num_groups)))
+    editor = DeltaBlock(EditorConfig.for_unet(unet.config, num_groups=int(config.editor_num_groups),
+                                              variant=str(config.get("editor_variant", "ddpm"))))
     eparams = init_editor(editor, jax.random.PRNGKey(int(config.seed)))
     opt_spec = (str(config.optimizer), float(config.lr), int(spe), int(config.lr_step_size), float(config.lr_gamma),
                 float(config.momentum))

@@ -20,7 +20,12 @@ TASKS = {
 
 
 def get_task(name: str):
-    """Return the ``run`` function of a job, or raise a ValueError listing the known jobs."""
+    """Return the ``run`` function of a job, or raise a ValueError listing the known jobs.
+
+    The function converts an official checkpoint in ``config.model_path`` (``.ckpt`` / ``.pt``) into the workdir
+    first (:func:`jaxhspace.checkpoints.auto_convert.with_model_conversion`)."""
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; known tasks: {sorted(TASKS)}")
-    return importlib.import_module(TASKS[name]).run
+    from jaxhspace.checkpoints.auto_convert import with_model_conversion
+
+    return with_model_conversion(importlib.import_module(TASKS[name]).run)
