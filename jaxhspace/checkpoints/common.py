@@ -164,7 +164,7 @@ def state_dict_to_params(
     """
     flat = traverse_util.flatten_dict(dict(param_shapes))
     key_fn = key_fn or (lambda p: flax_path_to_torch_key(p, list_names))
-    out, missing, mismatched, used = {}, [], [], set()
+    out, missing, mismatched, used, bad_values = {}, [], [], set(), []
     for path, ref in flat.items():
         key = key_fn(path)
         if key not in state_dict:
@@ -175,17 +175,58 @@ def state_dict_to_params(
         if tuple(arr.shape) != tuple(ref.shape):
             mismatched.append(f"{key}: checkpoint {tuple(state_dict[key].shape)} vs model {tuple(ref.shape)} (flax layout)")
             continue
+        if np.issubdtype(np.dtype(ref.dtype), np.floating):
+            problem = weight_problem(arr)
+            if problem:
+                bad_values.append(f"{key}: {problem}")
+                continue
         out[path] = arr.astype(ref.dtype) if np.issubdtype(arr.dtype, np.floating) else arr
     unexpected = sorted(k for k in state_dict if k not in used and not ignore_unexpected(k))
     if missing or unexpected or mismatched:
         lines = [f"{what} checkpoint does not match the model config:"]
-        for name, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)):
+        problems = (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched),
+                    ("unusable weights", bad_values))
+        for name, items in problems:
             if items:
                 shown = items[:40]
                 lines.append(f"  {name} ({len(items)}): " + ", ".join(shown) + (" ..." if len(items) > 40 else ""))
         lines.append("  Check that config.json belongs to these weights (same block_out_channels, layers, heads).")
         raise ValueError("\n".join(lines))
+    if bad_values:
+        from jaxhspace.errors import JaxhspaceError
+
+        raise JaxhspaceError(f"{what} checkpoint has unusable weights ({len(bad_values)} tensors): "
+                             + "; ".join(bad_values[:20]) + (" ..." if len(bad_values) > 20 else "")
+                             + ". Re-save the model from a healthy copy (weights must be finite floating point).")
     return traverse_util.unflatten_dict(out)
+
+
+def weight_problem(arr) -> str | None:
+    """Why ``arr`` cannot be a weight tensor ('dtype int32, not floating point', '3 of 64 values are NaN/Inf'),
+    or None if it is a finite floating-point array."""
+    arr = np.asarray(arr)
+    if not np.issubdtype(arr.dtype, np.floating):
+        return f"dtype {arr.dtype}, not floating point"
+    bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+    if bad:
+        return f"{bad} of {arr.size} values are NaN/Inf"
+    return None
+
+
+def check_weight_tree(params: Mapping, where: str) -> None:
+    """Raise a :class:`jaxhspace.errors.JaxhspaceError` naming every leaf of ``params`` (a param pytree loaded from
+    ``where``) that is not a finite floating-point array (see :func:`weight_problem`)."""
+    bad = []
+    for path, leaf in traverse_util.flatten_dict(dict(params)).items():
+        problem = weight_problem(leaf)
+        if problem:
+            bad.append(f"{'/'.join(str(p) for p in path)}: {problem}")
+    if bad:
+        from jaxhspace.errors import JaxhspaceError
+
+        raise JaxhspaceError(f"{where} holds unusable weights ({len(bad)} tensors): " + "; ".join(bad[:20])
+                             + (" ..." if len(bad) > 20 else "")
+                             + ". Re-convert the model from a healthy copy (weights must be finite floating point).")
 
 
 def params_to_state_dict(params: Mapping, list_names: Iterable[str],
@@ -243,9 +284,11 @@ def restore_params(folder: str):
     if not os.path.isdir(path):
         raise ValueError(f"{folder} has no orbax 'params' folder; convert the model with checkpoints_convert first.")
     try:
-        return ocp.StandardCheckpointer().restore(path)
+        params = ocp.StandardCheckpointer().restore(path)
     except Exception as e:
         raise ValueError(f"could not restore orbax params from {path}: {e}") from e
+    check_weight_tree(params, path)
+    return params
 
 
 def save_state_dict_safetensors(path: str, state_dict: Mapping[str, np.ndarray]) -> None:
