@@ -104,8 +104,9 @@ def lanczos_sizes(k: int, n: int, m: int, block_size: int = 1, work_size: Option
                   restart_size: Optional[int] = None) -> tuple:
     """Resolve ``(b, p, r)``: block size, work size (rows of ``P``) and restart size (Ritz vectors kept).
 
-    Defaults: ``p = max(2k + 2b, k + 24)`` rounded up to a multiple of ``b`` (ARPACK's ``ncv`` is
-    ``max(2k + 1, 20)``), ``r = k + (p - k) // 2`` rounded to a multiple of ``b``; both are clamped so that the
+    Defaults: ``p = max(2k + 2b, k + 24, k + 6b)`` rounded up to a multiple of ``b`` (ARPACK's ``ncv`` is
+    ``max(2k + 1, 20)``; ``k + 6b`` leaves blocks at least 3 steps per cycle), ``r = k + (p - k) // 2`` rounded up
+    to a multiple of ``b``; both are clamped so that the
     buffers fit ``min(m, n)``. Raises ``ValueError`` for sizes that cannot work.
     """
     b = int(block_size)
@@ -115,7 +116,7 @@ def lanczos_sizes(k: int, n: int, m: int, block_size: int = 1, work_size: Option
     if b > d:
         raise ValueError(f"block_size={b} exceeds min(dim_in={n}, dim_out={m}) = {d}")
     up = lambda a: -(-a // b) * b  # noqa: E731
-    p = up(max(2 * k + 2 * b, k + 24)) if work_size is None else int(work_size)
+    p = up(max(2 * k + 2 * b, k + 24, k + 6 * b)) if work_size is None else int(work_size)
     if work_size is not None and (p % b or p <= k):
         raise ValueError(f"work_size={p} must be a multiple of block_size={b} and larger than k={k}")
     p = min(p, (d // b) * b)

@@ -1,0 +1,202 @@
+"""Thick-restart Lanczos bidiagonalisation SVD (jaxhspace.geometry.lanczos) against dense float64 SVDs of analytic
+maps with known spectra and of a tiny UNet; jit, vmap over images, product counts, errors."""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxhspace.geometry.lanczos import lanczos_bidiag_svd, lanczos_svd_core, lanczos_svd_of
+from jaxhspace.geometry.operators import JacobianOperator
+from jaxhspace.geometry.svd import dense_svd_reference, principal_angles, two_sided_residuals
+
+M, N = 48, 64  # output 48 = [4, 4, 3], input 64 = [4, 4, 4]
+IN_SHAPE, OUT_SHAPE = (4, 4, 4), (4, 4, 3)
+K = 6
+TOL = 1e-6
+
+
+def _spectrum(name):
+    i = np.arange(M, dtype=np.float64)
+    return {
+        "decaying": 10.0 * 0.8 ** i,
+        "clustered": np.concatenate([[5.0, 4.99, 4.98, 3.0, 2.99, 2.98], 1.0 + 0.001 * np.arange(M - 6)[::-1]]),
+        "flat": 1.0 + 1e-3 * np.linspace(1.0, 0.0, M),
+        "rankdef": np.concatenate([[4.0, 3.0, 2.0, 1.0], np.zeros(M - 4)]),
+    }[name]
+
+
+def _matrix(name):
+    """A = U diag(sig) V^T (m x n) with the designed spectrum, float32."""
+    rng = np.random.default_rng(0)
+    U, _ = np.linalg.qr(rng.standard_normal((M, M)))
+    V, _ = np.linalg.qr(rng.standard_normal((N, M)))
+    return jnp.asarray((U * _spectrum(name)) @ V.T, jnp.float32)
+
+
+def _map(name):
+    """f(x) = tanh(A x) reshaped; at x = 0 its Jacobian is A (known spectrum)."""
+    A = _matrix(name)
+    return lambda x: jnp.tanh(A @ x.reshape(-1)).reshape(OUT_SHAPE)
+
+
+X0 = jnp.zeros(IN_SHAPE)
+
+
+@functools.lru_cache(maxsize=None)
+def _solver(b):
+    """One compiled solver per block size, the matrix a traced argument (no recompilation per spectrum)."""
+    return jax.jit(lambda A, key: lanczos_svd_core(lambda R: R @ A.T, lambda R: R @ A, N, M, K, key, tol=TOL,
+                                                   block_size=b))
+
+
+@pytest.mark.parametrize("name", ["decaying", "clustered", "flat", "rankdef"])
+@pytest.mark.parametrize("b", [1, 3])
+def test_known_spectra_match_dense(name, b):
+    sig = _spectrum(name)
+    A = _matrix(name)
+    J = np.asarray(A, np.float64)
+    Ur, Sr, Vr = np.linalg.svd(J)  # dense float64 reference
+    res = _solver(b)(A, jax.random.PRNGKey(1))
+    assert bool(jnp.all(res.converged)) and not bool(res.nan)
+    s, u, v = (np.asarray(a, np.float64) for a in (res.s, res.u, res.v))
+    nz = sig[:K] > 0
+    np.testing.assert_allclose(Sr[:K][nz], sig[:K][nz], rtol=1e-5)  # the reference agrees with the design
+    np.testing.assert_allclose(s[nz], Sr[:K][nz], rtol=1e-5)
+    # explicit two-sided residuals, relative to s_1, below tol (float32 products: allow 3x)
+    res_r = np.linalg.norm(v @ J.T - s[:, None] * u, axis=1)
+    res_l = np.linalg.norm(u @ J - s[:, None] * v, axis=1)
+    assert max(res_r.max(), res_l.max()) <= 3 * TOL * s[0], (res_r.max() / s[0], res_l.max() / s[0])
+    assert np.asarray(res.residuals).max() <= TOL * s[0]
+    if name in ("decaying", "clustered"):  # the gap after k (and inside the clusters) determines the vectors
+        assert principal_angles(v, Vr[:K]) <= 1e-2 and principal_angles(u, Ur[:, :K].T) <= 1e-2
+    zero = np.asarray(res.zero)
+    if name == "rankdef":
+        assert zero.tolist() == [False] * 4 + [True] * (K - 4) and np.all(s[4:] == 0)
+        assert principal_angles(v[:4], Vr[:4]) <= 1e-2
+        assert np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-5)  # flagged triplets are still unit vectors
+    else:
+        assert not zero.any()
+
+
+def test_operator_wrapper_matches_dense():
+    """The public JacobianOperator path (tanh map at 0, Jacobian A), counts added to the operator."""
+    f = _map("decaying")
+    ref = dense_svd_reference(f, X0, K)
+    op = JacobianOperator(f, X0)
+    res = lanczos_bidiag_svd(op, K, jax.random.PRNGKey(1), tol=TOL)
+    assert res.converged and res.u.shape == (K,) + OUT_SHAPE and res.v.shape == (K,) + IN_SHAPE
+    np.testing.assert_allclose(np.asarray(res.s), ref.s[:K], rtol=1e-5)
+    assert principal_angles(res.v, ref.v[:K]) <= 1e-2
+    assert res.n_jvp == op.n_jvp == res.n_vjp == op.n_vjp > 0
+    n0 = op.n_products
+    explicit = np.asarray(two_sided_residuals(op, res.u, res.s, res.v))
+    assert op.n_products == n0 + 2 * K and explicit.max() <= 3 * TOL * float(res.s[0])
+
+
+def test_product_counts_equal_columns_evaluated_under_jit():
+    """Count the columns inside the compiled loop with a host callback, compare with the returned counts."""
+    A = _matrix("decaying")
+    seen = {"jvp": 0, "vjp": 0}
+
+    def bump(which, cols):
+        seen[which] += int(cols)
+
+    def matmat(R):
+        jax.debug.callback(bump, "jvp", R.shape[0])
+        return R @ A.T
+
+    def rmatmat(R):
+        jax.debug.callback(bump, "vjp", R.shape[0])
+        return R @ A
+
+    for b in (1, 2):
+        seen.update(jvp=0, vjp=0)
+        run = jax.jit(lambda key: lanczos_svd_core(matmat, rmatmat, N, M, K, key, tol=TOL, block_size=b))
+        out = jax.block_until_ready(run(jax.random.PRNGKey(0)))
+        assert int(out.n_jvp) == seen["jvp"] > 0 and int(out.n_vjp) == seen["vjp"] > 0, (b, out.n_jvp, seen)
+        assert int(out.n_jvp) == b * int(out.steps)
+
+
+def test_budget():
+    op = JacobianOperator(_map("flat"), X0)
+    res = lanczos_bidiag_svd(op, K, 0, tol=TOL, max_products=40)
+    assert res.n_jvp == res.n_vjp == 20 == op.n_jvp == op.n_vjp and not res.converged
+
+
+@pytest.fixture(scope="module")
+def tiny_unet():
+    from jaxhspace.models.functional import h_of_x
+    from jaxhspace.models.unet import UNet2DModel, UNetConfig
+
+    cfg = dict(sample_size=8, block_out_channels=[8, 16], layers_per_block=1,
+               down_block_types=["DownBlock2D", "AttnDownBlock2D"], up_block_types=["AttnUpBlock2D", "UpBlock2D"],
+               norm_num_groups=4, norm_eps=1e-6, attention_head_dim=None)
+    model = UNet2DModel(UNetConfig.from_dict(cfg))
+    params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 3)), jnp.zeros((1,), jnp.int32))["params"]
+    leaves, tree = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
+    params = jax.tree.unflatten(tree, [p + 0.05 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)])
+    f = h_of_x(model, params, 500)  # x [8, 8, 3] (n = 192) -> h [4, 4, 16] (m = 256)
+    xs = jax.random.normal(jax.random.PRNGKey(2), (3, 8, 8, 3))
+    return f, xs
+
+
+@pytest.mark.parametrize("b", [1, 4])
+def test_tiny_unet_matches_dense(tiny_unet, b):
+    f, xs = tiny_unet
+    ref = dense_svd_reference(f, xs[0], 9)
+    k = 4
+    op = JacobianOperator(f, xs[0])
+    res = lanczos_bidiag_svd(op, k, jax.random.PRNGKey(3), tol=TOL, block_size=b)
+    assert res.converged
+    np.testing.assert_allclose(np.asarray(res.s), ref.s[:k], rtol=1e-5)
+    gap = ref.s[k - 1] / ref.s[k]
+    if gap > 1.05:
+        assert principal_angles(res.v, ref.v[:k]) <= 1e-2, gap
+    assert np.asarray(two_sided_residuals(op, res.u, res.s, res.v)).max() <= 3 * TOL * ref.s[0]
+
+
+def test_vmap_over_images_equals_unbatched(tiny_unet):
+    """One compiled vmapped call over 3 images; each image's triplets and counts equal its own jitted run."""
+    f, xs = tiny_unet
+    k = 4
+    keys = jax.random.split(jax.random.PRNGKey(5), 3)
+    one = jax.jit(lambda x, key: lanczos_svd_of(f, x, k, key, tol=TOL))
+    batched = jax.jit(jax.vmap(lambda x, key: lanczos_svd_of(f, x, k, key, tol=TOL)))(xs, keys)
+    assert batched.v.shape == (3, k, 8, 8, 3) and batched.n_jvp.shape == (3,)
+    for i in range(3):
+        r = one(xs[i], keys[i])
+        assert bool(jnp.all(r.converged)) and bool(jnp.all(batched.converged[i]))
+        assert int(r.n_jvp) == int(batched.n_jvp[i]) and int(r.steps) == int(batched.steps[i])
+        np.testing.assert_allclose(np.asarray(batched.s[i]), np.asarray(r.s), rtol=1e-5)
+        ref = dense_svd_reference(f, xs[i], k + 1)
+        np.testing.assert_allclose(np.asarray(r.s), ref.s[:k], rtol=1e-5)
+        if ref.s[k - 1] / ref.s[k] > 1.05:
+            assert principal_angles(batched.v[i], r.v) <= 1e-3
+
+
+def test_errors():
+    f = _map("decaying")
+    op = JacobianOperator(f, X0)
+    with pytest.raises(ValueError, match="k="):
+        lanczos_bidiag_svd(op, M + 1, 0)
+    with pytest.raises(ValueError, match="tol"):
+        lanczos_bidiag_svd(op, 2, 0, tol=0.0)
+    with pytest.raises(ValueError, match="tol"):
+        lanczos_bidiag_svd(op, 2, 0, tol=-1e-3)
+    with pytest.raises(ValueError, match="block_size"):
+        lanczos_bidiag_svd(op, 2, 0, block_size=0)
+    assert op.n_products == 0  # raised before any product
+
+    def f_nan(x):  # finite at x = 0, but its Jacobian has a NaN column (0 * inf)
+        w = jnp.ones(N).at[5].set(jnp.inf)
+        return jnp.tanh(x.reshape(-1) * w)[:M].reshape(OUT_SHAPE) * 1.0
+
+    op = JacobianOperator(f_nan, X0)
+    with pytest.raises(FloatingPointError, match="NaN"):
+        lanczos_bidiag_svd(op, 2, 0)
+    # inside jit the flag is returned instead
+    out = jax.jit(lambda key: lanczos_svd_of(f_nan, X0, 2, key))(jax.random.PRNGKey(0))
+    assert bool(out.nan)
