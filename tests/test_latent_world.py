@@ -158,3 +158,29 @@ def test_ldm_haas_and_pca_jobs(ldm, tmp_path):
     H = np.asarray(encode_fn(world.model, world.params)(z, jnp.full((6,), int(grid[-1])))[0]).reshape(6, -1)
     sv = np.linalg.svd(H - H.mean(0), compute_uv=False)
     np.testing.assert_allclose(p["explained_variance_ratio"][-1], (sv ** 2 / np.sum(sv ** 2))[:2], rtol=1e-3)
+
+
+def test_sd_hosvd_job(sd, tmp_path):
+    """configs/sd/hosvd.py on the tiny SD folder (h 4x4x64, z 8x8x4 kept as tensors): the exact ||J||_F² it reports
+    equals the dense Jacobian's, and every Tucker model captures a fraction of it in (0, 1]."""
+    folder, _, pipe = sd
+    if pipe.prediction_type != "epsilon":
+        return
+    import ml_collections
+
+    from jaxhspace.models.functional import h_of_x
+    from jaxhspace.tasks.inputs import invert_to, load_world
+    from jaxhspace.data import synthfaces
+    from jaxhspace.geometry.svd import dense_jacobian
+
+    m = _job("configs.sd.hosvd", folder, tmp_path, num_images=1, n_steps=4, svd_k=4, n_dirs=1, n_edit_steps=1,
+             prompt="a face", exact_norm_max_dim=256, n_probes=4,
+             rank_choices=(("spatial_channel", (4, 8), "spatial_channel", (8, 2)),))
+    world = load_world(ml_collections.ConfigDict({"model_path": folder, "seed": 0, "prompt": "a face"}))
+    x_t, t, _ = invert_to(world.model, world.params, world.schedule,
+                          world.to_x(synthfaces.generate(12345, 1, size=32)[0]), 4, m["edit_t"])
+    J = dense_jacobian(h_of_x(world.model, world.params, t), x_t[0])
+    row = m["per_image"][0]["choices"][0]
+    assert row["frobenius_exact"]
+    np.testing.assert_allclose(row["frobenius_sq"], float(np.sum(J.astype(np.float64) ** 2)), rtol=1e-4)
+    assert 0 < row["tucker_energy"] <= 1 + 1e-6

@@ -44,8 +44,7 @@ from jaxhspace.editing.scoring import factor_changes, load_default_probe
 from jaxhspace.geometry.hosvd import jacobian_hosvd, resolve_modes
 from jaxhspace.models.functional import eps_fn
 from jaxhspace.tasks.common import write_metrics
-from jaxhspace.tasks.inputs import invert_to, test_images
-from jaxhspace.world import load_model
+from jaxhspace.tasks.inputs import invert_to, load_world, test_images
 
 
 def _choices(config):
@@ -78,16 +77,17 @@ def _fmt(x, nd=4):
 
 def run(config, workdir: str) -> dict:
     """See the module docstring; fields in ``configs/hosvd.py``. Returns the metrics dict."""
-    model, params, schedule, source = load_model(config.model_path, config.seed)
     choices = _choices(config)
     if not 0 <= config.edit_choice < len(choices):
         raise ValueError(f"edit_choice {config.edit_choice} outside 0..{len(choices) - 1}")
-    x0 = test_images(config, model)
+    world = load_world(config)
+    model, params, schedule, source = world.model, world.params, world.schedule, world.source
+    x0 = test_images(config, world)
     f = eps_fn(model, params)
     t_start = time.time()
-    x_t, t, grid = invert_to(model, params, schedule, x0, config.n_steps, config.edit_t)
+    x_t, t, grid = invert_to(model, params, schedule, world.to_x(x0), config.n_steps, config.edit_t)
     key = jax.random.PRNGKey(config.seed)
-    recon = np.asarray(continue_sampling(f, x_t, grid, schedule, config.t_boost, key))
+    recon = world.to_images(continue_sampling(f, x_t, grid, schedule, config.t_boost, key))
     N = x_t.shape[0]
 
     per_image, svd_dirs, hosvd_dirs, hosvd_rows_all = [], [], [], []
@@ -172,7 +172,7 @@ def run(config, workdir: str) -> dict:
     dirs = np.concatenate([s * (Vs if meth == "svd" else Vh)[:, d] for meth, d, s in combos])
     xs = jnp.tile(x_t, (len(combos), 1, 1, 1))
     edited_t = edit_steps(f, xs, t, jnp.asarray(dirs), config.gamma, config.n_edit_steps, config.lam)
-    edited = np.asarray(continue_sampling(f, edited_t, grid, schedule, config.t_boost, key))
+    edited = world.to_images(continue_sampling(f, edited_t, grid, schedule, config.t_boost, key))
     edited = edited.reshape((len(combos),) + tuple(x0.shape))
     cols = [np.asarray(x0), recon] + [edited[c] for c in range(len(combos))]
     labels = ["input", "reconstruction"] + [f"{m_} {'v' if m_ == 'svd' else 'd'}{d}{'+' if s > 0 else '-'}"
