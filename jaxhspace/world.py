@@ -118,6 +118,11 @@ def load_model(model_path: str = "", seed: int = 0):
     from jaxhspace.models.unet import UNet2DModel, UNetConfig
 
     model_path = resolve_asset(model_path)
+    if model_path and os.path.isfile(model_path):  # jobs from get_task convert these first (checkpoints.auto_convert)
+        from jaxhspace.checkpoints.auto_convert import converter_command
+        raise ValueError(f"config.model_path={model_path!r} is a checkpoint file: run the job through "
+                         "jaxhspace.main / jaxhspace.tasks.get_task (official .ckpt / .pt files are converted into the "
+                         f"workdir), or convert it first: {converter_command(None, model_path)}")
     if model_path and not os.path.isdir(model_path):
         raise ValueError(
             f"config.model_path={model_path!r} is not an existing folder. Pass a diffusers UNet2DModel folder "

@@ -1,5 +1,5 @@
 """Official checkpoints as ``config.model_path`` (jaxhspace.checkpoints.auto_convert, wrapped around every job by
-``get_task``) and the per-dataset config sets (configs/{afhq_dog,ffhq,metfaces,imagenet256,ncsnpp}).
+``get_task``) and the per-dataset config sets (configs/{afhq_dog,ffhq,metfaces,imagenet256}).
 
 A tiny Ho et al. ``.ckpt`` is written by the independent torch re-implementation tests/ho_ddpm_reference.py; the job
 runs on the folder converted into its workdir and its reconstruction equals the one on a folder converted by the
@@ -174,6 +174,9 @@ def test_bad_files_and_formats(tmp_path, files):
         get_task("invert_reconstruct")(_invert_config(files, model_format="onnx"), str(tmp_path / "wd"))
     with pytest.raises(ValueError, match="expects a folder"):
         get_task("invert_reconstruct")(_invert_config(files, model_format="diffusers"), str(tmp_path / "wd"))
+    from jaxhspace.world import load_model  # outside get_task: the converter command
+    with pytest.raises(ValueError, match="is a checkpoint file.*checkpoints_convert.ddpm_ckpt"):
+        load_model(str(files / "tiny_celeba.ckpt"))
     # a folder of someone else's in the way is never replaced
     c = _invert_config(files, model_arch_json=str(files / "arch.json"))
     path, _ = auto_convert.resolve_model_path(c, str(tmp_path / "wd3"))
@@ -181,3 +184,27 @@ def test_bad_files_and_formats(tmp_path, files):
     with pytest.raises(ValueError, match="not written by jaxhspace"):
         auto_convert.resolve_model_path(c, str(tmp_path / "wd3"))
     assert os.path.isfile(os.path.join(path, "config.json"))
+
+
+@pytest.mark.slow  # a pullback compile on a GuidedUNetModel: ~25 s idle, >60 s on a shared CPU
+def test_afhq_dog_pullback_config_runs_on_a_guided_pt(files, tmp_path, monkeypatch):
+    """A guided-diffusion .pt (learned sigma, scale-shift norm, resblock up/down) whose shapes match a preset: the
+    preset is inferred (the file name picks among same-architecture presets) and the pullback job runs on ε."""
+    import guided_diffusion_reference as gd
+    from jaxhspace.checkpoints import guided_diffusion
+
+    arch = dict(image_size=16, num_channels=32, num_res_blocks=1, channel_mult="1,2", attention_resolutions="8",
+                num_head_channels=16, learn_sigma=True, use_scale_shift_norm=True, resblock_updown=True)
+    full = dict(guided_diffusion.PRESETS["afhq_dog"], **arch)
+    monkeypatch.setattr(guided_diffusion, "PRESETS", {"afhq_dog": dict(full), "ffhq": dict(full),
+                                                      "imagenet256_uncond": guided_diffusion.PRESETS["imagenet256_uncond"]})
+    torch.manual_seed(0)
+    ref = gd.create_model(**arch)
+    src = str(tmp_path / "ffhq_10m.pt")
+    torch.save(ref.state_dict(), src)
+    c = importlib.import_module("configs.afhq_dog.pullback").get_config()
+    c.model_path, c.model_preset, c.image_paths = src, "", (str(files / "faces"),)
+    c.n_steps, c.svd_max_iters, c.n_edit_steps, c.k, c.n_dirs = 4, 2, 1, 1, 1
+    m = get_task("pullback")(c, str(tmp_path / "wd"))
+    assert m["model_converted_from"]["preset"] == "ffhq" and m["model_converted_from"]["format"] == "guided_diffusion"
+    assert len(m["singular_values"]) == 2 and all(np.isfinite(s[0]) and s[0] > 0 for s in m["singular_values"])
