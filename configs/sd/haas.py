@@ -1,4 +1,4 @@
-"""Haas et al.'s Jacobian directions J = ∂ε/∂h on Stable Diffusion (h = mid_block output), applied as Δh = s·σ·v.
+"""Haas et al.'s Jacobian directions J = ∂ε/∂h on Stable Diffusion (h = mid_block output), as Δh = s·σ·v.
 
     python -m jaxhspace.main --config configs/sd/haas.py --workdir runs/sd_haas \
         --config.model_path=/data/stable-diffusion-v1-5 --config.image_paths="('/data/faces',)"

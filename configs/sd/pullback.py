@@ -4,15 +4,16 @@ Jacobian and the same prompt in the x-space guidance edits z ← z + γ[ε(z + �
     python -m jaxhspace.main --config configs/sd/pullback.py --workdir runs/sd_pullback \
         --config.model_path=/data/stable-diffusion-2-1-base --config.image_paths="('/data/faces',)"
 
-Official SD defaults (enkeejunior1/Diffusion-Pullback@859c012; E = src/modules/edit.py, A = src/utils/define_argparser.py,
-S0 = src/scripts/main_various_local_encoder_pullback_without_edit_prompt.sh, S1 = ..._with_edit_prompt.sh, M = src/main.py):
+Official SD defaults (enkeejunior1/Diffusion-Pullback@859c012; E = src/modules/edit.py,
+A = src/utils/define_argparser.py, M = src/main.py, S0 / S1 = src/scripts/
+main_various_local_encoder_pullback_without_edit_prompt.sh / ..._with_edit_prompt.sh):
   * model stabilityai/stable-diffusion-2-1-base, ε-prediction, fp32 (S0:11; A:22); real images centre-cropped to
-    512 px, z = 0.18215 · VAE posterior sample (E:140-146), DDIM-inverted with the prompt "" (A:36) and run to edit_t;
+    512 px, z = 0.18215 · VAE posterior sample (E:140-146), DDIM-inverted with the prompt "" (A:36) to edit_t;
   * 100 for/inv steps on the float grid t_j = (99 − j)·999/99 (A:40-41); edit_t ∈ {0.7, 0.6}·T (S0:3, S1:1);
-  * J = ∂h/∂z, h = mid_block output 8×8×1280, with the edit prompt's embedding (S0: "", S1: "sitting dog", "tiger";
-    E:198-200, 237), k = 2 (M:33), chunk 5, 10–50 iterations, atol 1e-4 (E:236-239);
-  * edit: γ = 1 (S0:14, S1:14), λ = 1 (A:70), 16 steps without a prompt, 64 with one (S0:15, S1:15), no CFG in the edit
-    (E:493-496); decoding η = 0 everywhere: SD has no quality boosting (A:227 asserts performance_boosting_t ≤ 0).
+  * J = ∂h/∂z, h = mid_block output 8×8×1280, with the edit prompt's embedding (S0: "", S1: "sitting dog",
+    "tiger"; E:198-200, 237), k = 2 (M:33), chunk 5, 10–50 iterations, atol 1e-4 (E:236-239);
+  * edit: γ = 1 (S0:14, S1:14), λ = 1 (A:70), 16 steps without a prompt, 64 with one (S0:15, S1:15), no CFG in
+    the edit (E:493-496); η = 0 everywhere: SD has no quality boosting (A:227: performance_boosting_t ≤ 0).
 Differences: our SVD is ``svd_method`` (matrix-free, tolerance-stopped; the official runs subspace iteration); the
 latent is the VAE posterior *mean* (deterministic; the official samples it with seed 0); the inversion stops at edit_t
 on the integer Asyrp grid (the official inverts 98 of 99 float steps to t ≈ 988.9 and samples back from 999); one
