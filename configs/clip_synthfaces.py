@@ -52,6 +52,7 @@ def get_config():
     c.allow_asset_export = False
     # resuming with changed result-affecting fields: "strict" refuses (naming them), "allow" resumes anyway
     c.resume_policy = "strict"
+    c.max_loss_growth = 100.0  # stop when the 10-step mean loss reaches 100x its best (0: off); NaN always stops
     c.eval_seed = 20240917  # held out: training batches use seeds (seed, step)
     c.eval_n = 512
     return c

@@ -49,7 +49,7 @@ from jaxhspace.losses.clip_preprocess import clip_preprocess
 from jaxhspace.models.clip import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig, init_clip_params
 from jaxhspace.training.checkpointing import Checkpointer
 from jaxhspace.training.run_config import check_resume
-from jaxhspace.training.safety import InterruptGuard, check_export_dir, export_folder
+from jaxhspace.training.safety import InterruptGuard, LossGuard, check_export_dir, export_folder
 
 SIMPLE_TEMPLATES = ("a photo of {}.", "{}.", "an image of {}.", "a picture of {}.")
 SMILE_WORDS = ("frowning", "neutral", "smiling")
@@ -60,7 +60,7 @@ MAX_LOGIT_SCALE = float(np.log(100.0))
 WORKDIR_FILES = ("checkpoints", "tokenizer", "train_log.jsonl", "metrics.json", "run_config.json")
 # config fields that do not change the trained weights (not compared on resume); total_steps does (cosine lr)
 BOOKKEEPING = ("task", "max_minutes", "export_dir", "allow_asset_export", "log_every", "checkpoint_every",
-               "resume_policy", "max_loss_growth", "stop_at_step", "eval_every", "eval_seed", "eval_n")
+               "resume_policy", "max_loss_growth", "loss_window", "stop_at_step", "eval_every", "eval_seed", "eval_n")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -508,6 +508,7 @@ def train_clip(config, workdir: str) -> dict:
     pool = concurrent.futures.ThreadPoolExecutor(1)  # renders the next batch while the step runs
     nxt = pool.submit(make_batch, config, start, tokenizer) if start < end else None
     bar = tqdm(range(start, end), initial=start, total=config.total_steps, desc="clip", mininterval=5)
+    loss_guard = LossGuard(config.get("max_loss_growth", 100.0), config.get("loss_window", 10), config.lr)
     try:
         with InterruptGuard() as guard:
             for step in bar:
@@ -517,6 +518,12 @@ def train_clip(config, workdir: str) -> dict:
                 state, m = step_fn(state, batch, train_key)
                 hist.append(jax.device_get(m))
                 done = step + 1
+                try:
+                    loss_guard.update(done, hist[-1]["loss"])
+                except ValueError:
+                    bar.close()
+                    ckpt.close()  # pending saves finish; the diverged state is not saved
+                    raise
                 if done % config.log_every == 0:
                     rec = {"step": done, "elapsed_s": time.time() - t0,
                            **{k: float(np.mean([h[k] for h in hist[-config.log_every:]])) for k in hist[-1]}}

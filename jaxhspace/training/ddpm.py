@@ -23,13 +23,13 @@ from jaxhspace.errors import TrainingInterrupted
 from jaxhspace.models.unet import UNet2DModel, UNetConfig
 from jaxhspace.training.checkpointing import Checkpointer
 from jaxhspace.training.run_config import check_resume
-from jaxhspace.training.safety import InterruptGuard, check_export_dir, export_folder
+from jaxhspace.training.safety import InterruptGuard, LossGuard, check_export_dir, export_folder
 
 # what the job writes into its workdir (an export_dir inside the workdir must avoid these)
 WORKDIR_FILES = ("checkpoints", "train_log.jsonl", "metrics.json", "run_config.json")
 # config fields that do not change the trained weights (not compared on resume)
 BOOKKEEPING = ("task", "max_minutes", "export_dir", "allow_asset_export", "log_every", "checkpoint_every",
-               "resume_policy", "max_loss_growth")
+               "resume_policy", "max_loss_growth", "loss_window")
 
 
 @flax.struct.dataclass
@@ -132,7 +132,8 @@ def train_ddpm(config, workdir: str) -> dict:
     saved and :class:`jaxhspace.errors.TrainingInterrupted` is raised; the last step is always saved.
     ``config.export_dir`` ('' = none; ``{workdir}`` expands) is checked before training (see
     :func:`jaxhspace.training.safety.check_export_dir`). A resume with changed result-affecting config fields is
-    refused unless ``config.resume_policy="allow"`` (:func:`jaxhspace.training.run_config.check_resume`).
+    refused unless ``config.resume_policy="allow"`` (:func:`jaxhspace.training.run_config.check_resume`); a
+    diverging loss stops the run (:class:`jaxhspace.training.safety.LossGuard`, ``config.max_loss_growth``).
     Returns a dict of metrics (also in ``workdir/metrics.json``).
     """
     export_dir = check_export_dir(config.get("export_dir"), workdir, WORKDIR_FILES,
@@ -162,12 +163,19 @@ def train_ddpm(config, workdir: str) -> dict:
     t0, losses = time.time(), []
     bar = tqdm(range(start, config.total_steps), initial=start, total=config.total_steps, desc="ddpm", mininterval=5)
     stopped_early = False
+    loss_guard = LossGuard(config.get("max_loss_growth", 100.0), config.get("loss_window", 10), config.lr)
     with InterruptGuard() as guard:
         for step in bar:
             x0 = jnp.asarray(batch_for_step(config.seed, step, config.batch_size, size))
             state, loss = step_fn(state, x0)
             losses.append(float(loss))
             done = step + 1
+            try:
+                loss_guard.update(done, losses[-1])
+            except ValueError:
+                bar.close()
+                ckpt.close()  # pending saves finish; the diverged state is not saved
+                raise
             if done % config.log_every == 0:
                 rec = {"step": done, "loss": float(np.mean(losses[-config.log_every:])), "elapsed_s": time.time() - t0}
                 bar.set_postfix(loss=f"{rec['loss']:.4f}")

@@ -10,6 +10,8 @@ and how they stop on Ctrl-C / SIGTERM.
   it, or lie inside it other than as a direct sub-folder that the job does not use itself (e.g. the default
   ``{workdir}/export``); a path inside the shipped assets (``jaxhspace.resources.assets_dir()``, the repository's
   ``assets/``) or ``./assets`` needs ``allow_asset_export=True``.
+* **Divergence** (:class:`LossGuard`): a non-finite loss, or a running-mean loss ``max_loss_growth`` times its
+  best value, stops the job with a clear error before the broken state is saved or exported.
 * **Interruption** (:class:`InterruptGuard`): SIGINT / SIGTERM only set a flag; the training loop finishes its step,
   saves the state (orbax commits atomically) and raises :class:`jaxhspace.errors.TrainingInterrupted`.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import math
 import os
 import shutil
 import signal
@@ -234,3 +237,37 @@ class InterruptGuard:
         for s, h in self._old.items():
             signal.signal(s, h)
         self._old = {}
+
+
+class LossGuard:
+    """Stop a training run whose loss diverges (before the broken state is saved or exported).
+
+    ``update(step, loss)`` raises a :class:`jaxhspace.errors.JaxhspaceError` when ``loss`` is NaN/Inf, or when the
+    mean of the last ``window`` losses exceeds ``max_growth`` times the lowest such mean seen in this run
+    (``max_growth`` <= 0: only the finiteness check). The message names the step and ``config.lr``."""
+
+    def __init__(self, max_growth: float = 100.0, window: int = 10, lr: float | None = None):
+        self.max_growth, self.window, self.lr = float(max_growth or 0.0), max(1, int(window)), lr
+        self.recent: list[float] = []
+        self.best: float | None = None
+
+    def _fail(self, step: int, what: str):
+        hint = f" (config.lr = {self.lr})" if self.lr is not None else ""
+        raise JaxhspaceError(f"training diverged at step {step}: {what}. Nothing from this step on was saved or "
+                             f"exported; lower the learning rate{hint} or check the data, then resume (the last "
+                             "checkpoint is intact) or start a fresh workdir.")
+
+    def update(self, step: int, loss: float) -> None:
+        loss = float(loss)
+        if not math.isfinite(loss):
+            self._fail(step, f"the loss is {loss}")
+        self.recent = (self.recent + [loss])[-self.window:]
+        if len(self.recent) < self.window:
+            return
+        mean = sum(self.recent) / self.window
+        if self.best is None or mean < self.best:
+            self.best = mean
+        elif self.max_growth > 0 and mean > self.max_growth * self.best:
+            self._fail(step, f"the mean loss of the last {self.window} steps is {mean:.4g}, "
+                             f"{mean / self.best:.0f}x its best {self.best:.4g} (config.max_loss_growth = "
+                             f"{self.max_growth:g})")
