@@ -84,18 +84,18 @@ def test_sd_pullback_job_gamma_zero_is_reconstruction(sd, tmp_path):
         return  # the job is the same for both; the v-prediction conversion is checked by the CFG test
     kw = dict(n_steps=6, k=2, n_dirs=1, n_edit_steps=2, prompt="a face", svd_max_iters=8, num_images=1,
               t_boost=0)  # deterministic: the η = 1 boosting noise depends on the batch size
-    m0 = _job("configs.sd.pullback", folder, tmp_path / "g0", gamma=0.0, **kw)
+    m0 = _job("jaxhspace.configs.sd.pullback", folder, tmp_path / "g0", gamma=0.0, **kw)
     assert os.path.isfile(m0["grid"]) and m0["prompt"] == "a face"
     assert len(m0["singular_values"]) == 1 and len(m0["singular_values"][0]) == 2
     assert len(m0["edit_scores"]) == 2
     c0 = max(max(r["changes"].values()) for r in m0["edit_scores"])   # batch-size rounding only
-    m1 = _job("configs.sd.pullback", folder, tmp_path / "g1", gamma=1.0, **kw)
+    m1 = _job("jaxhspace.configs.sd.pullback", folder, tmp_path / "g1", gamma=1.0, **kw)
     c1 = max(max(r["changes"].values()) for r in m1["edit_scores"])
     assert c0 < 1e-3 and c1 > 10 * max(c0, 1e-4), (c0, c1)
 
 
 def test_sd_jobs_need_a_pipeline_folder(tmp_path):
-    from configs.sd import pullback as cfg
+    from jaxhspace.configs.sd import pullback as cfg
 
     from jaxhspace.tasks import get_task
 
@@ -123,7 +123,8 @@ def ldm(tmp_path_factory):
     perturb_(unet, 1)
     perturb_(vq, 2)
     folder = str(tmp_path_factory.mktemp("ldm") / "pipe")
-    diffusers.LDMPipeline(vqvae=vq.eval(), unet=unet.eval(), scheduler=diffusers.DDIMScheduler()).save_pretrained(folder)
+    pipe = diffusers.LDMPipeline(vqvae=vq.eval(), unet=unet.eval(), scheduler=diffusers.DDIMScheduler())
+    pipe.save_pretrained(folder)
     return folder
 
 
@@ -139,8 +140,8 @@ def test_ldm_haas_and_pca_jobs(ldm, tmp_path):
     from jaxhspace.models.functional import encode_fn, eps_of_h
     from jaxhspace.tasks.inputs import invert_to, load_world
 
-    m = _job("configs.ldm.haas", ldm, tmp_path / "haas", n_steps=4, jacobian_t=600, k=2, n_dirs=1, num_images=1,
-             svd_tol=1e-7, svd_max_iters=60)
+    m = _job("jaxhspace.configs.ldm.haas", ldm, tmp_path / "haas", n_steps=4, jacobian_t=600, k=2, n_dirs=1,
+             num_images=1, svd_tol=1e-7, svd_max_iters=60)
     world = load_world(ml_collections.ConfigDict({"model_path": ldm, "seed": 0, "model_family": "latent"}))
     assert world.is_latent and world.image_size == 32
     x0 = synthfaces.generate(12345, 1, size=32)[0]
@@ -150,7 +151,7 @@ def test_ldm_haas_and_pca_jobs(ldm, tmp_path):
     ref = dense_svd_reference(eps_of_h(world.model, world.params, skips, temb), h[0], k=2)
     np.testing.assert_allclose(m["singular_values"][0], ref.s, rtol=1e-4)
 
-    p = _job("configs.ldm.pca", ldm, tmp_path / "pca", n_steps=4, k=2, n_dirs=1, num_images=1,
+    p = _job("jaxhspace.configs.ldm.pca", ldm, tmp_path / "pca", n_steps=4, k=2, n_dirs=1, num_images=1,
              pca_source="synthfaces", num_pca_samples=6, supervised_factor="", scales=(-1.0, 1.0))
     data = synthfaces.generate(p.get("pca_data_seed", 777), 6, size=32)[0]
     grid = asyrp_timesteps(4, 999)
@@ -173,8 +174,8 @@ def test_sd_hosvd_job(sd, tmp_path):
     from jaxhspace.data import synthfaces
     from jaxhspace.geometry.svd import dense_jacobian
 
-    m = _job("configs.sd.hosvd", folder, tmp_path, num_images=1, n_steps=4, svd_k=4, n_dirs=1, n_edit_steps=1,
-             prompt="a face", exact_norm_max_dim=256, n_probes=4,
+    m = _job("jaxhspace.configs.sd.hosvd", folder, tmp_path, num_images=1, n_steps=4, svd_k=4, n_dirs=1,
+             n_edit_steps=1, prompt="a face", exact_norm_max_dim=256, n_probes=4,
              rank_choices=(("spatial_channel", (4, 8), "spatial_channel", (8, 2)),))
     world = load_world(ml_collections.ConfigDict({"model_path": folder, "seed": 0, "prompt": "a face"}))
     x_t, t, _ = invert_to(world.model, world.params, world.schedule,

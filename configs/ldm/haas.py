@@ -3,7 +3,7 @@
     python -m jaxhspace.main --config configs/ldm/haas.py --workdir runs/ldm_haas \
         --config.model_path=/data/ldm-celebahq-256 --config.image_paths="('/data/celebahq_test',)"
 """
-from configs.sd.haas import get_config as base
+from jaxhspace.configs.sd.haas import get_config as base
 
 
 def get_config():

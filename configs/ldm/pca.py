@@ -3,7 +3,7 @@
     python -m jaxhspace.main --config configs/ldm/pca.py --workdir runs/ldm_pca \
         --config.model_path=/data/ldm-celebahq-256 --config.image_paths="('/data/celebahq_test',)"
 """
-from configs.sd.pca import get_config as base
+from jaxhspace.configs.sd.pca import get_config as base
 
 
 def get_config():

@@ -3,7 +3,7 @@
     python -m jaxhspace.main --config configs/ldm/pullback.py --workdir runs/ldm_pullback \
         --config.model_path=/data/ldm-celebahq-256 --config.image_paths="('/data/celebahq_test',)"
 """
-from configs.sd.pullback import get_config as base
+from jaxhspace.configs.sd.pullback import get_config as base
 
 
 def get_config():

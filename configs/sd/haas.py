@@ -6,7 +6,7 @@
 Haas et al. list Stable Diffusion as supported but "not used in the paper" (haas_official.md; semanticdiffusion.py
 :1170); their SD path is the same ∂ε/∂h with the prompt embedding fixed, as here.
 """
-from configs.haas import get_config as base
+from jaxhspace.configs.haas import get_config as base
 
 
 def get_config():

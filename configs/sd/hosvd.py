@@ -6,7 +6,7 @@
 
 Edits use the SD pullback settings of configs/sd/pullback.py (γ 1, λ 1, 16 steps, no boosting).
 """
-from configs.hosvd import get_config as base
+from jaxhspace.configs.hosvd import get_config as base
 
 
 def get_config():

@@ -6,7 +6,7 @@ sets (Asyrp-style global direction applied in the asymmetric reverse process wit
         --config.pca_image_paths="('/data/faces_train',)" \
         --config.supervised_pos_paths="('/data/smiling',)" --config.supervised_neg_paths="('/data/neutral',)"
 """
-from configs.pca import get_config as base
+from jaxhspace.configs.pca import get_config as base
 
 
 def get_config():

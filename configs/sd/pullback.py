@@ -20,7 +20,7 @@ on the integer Asyrp grid (the official inverts 98 of 99 float steps to t ≈ 98
 ``prompt`` serves inversion, Jacobian, edits and decoding (the official inverts and decodes with "" and uses the edit
 prompt for the Jacobian and the edit: identical with the default "").
 """
-from configs.pullback import get_config as base
+from jaxhspace.configs.pullback import get_config as base
 
 
 def get_config():
