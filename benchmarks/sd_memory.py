@@ -56,7 +56,7 @@ GIB = 2.0 ** 30
 def products(model: UNet2DConditionModel):
     """The three jitted programs ``(params, z, t, c[, V]) -> ...`` measured here."""
     def h_fn(p, t, c):
-        return lambda z: model.apply({"params": p}, z, t, c, method=model.encode).h
+        return lambda z: model.apply({"params": p}, z, t, c, method=model.encode).h.astype(jnp.float32)
 
     def forward(p, z, t, c):
         return model.apply({"params": p}, z, t, c)
@@ -125,10 +125,12 @@ def main(argv=None) -> dict:
         zz, cc, vv = (rng.normal(size=a.shape).astype(np.float32) for a in (z, c, extra[name][0]))
         tt = np.array([500], np.int32)
         for i in range(2):  # the first call pays the transfer and warm-up
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             jax.block_until_ready(compiled[name](params, zz, tt, cc, vv))
             rows[name][f"wall_s_call{i + 1}"] = time.perf_counter() - t0
-        print(f"{name}: {rows[name]['wall_s_call2']:.1f} s per call", file=sys.stderr)
+            rows[name][f"cpu_s_call{i + 1}"] = time.process_time() - c0
+            print(f"{name} call {i + 1}: {rows[name][f'wall_s_call{i + 1}']:.1f} s wall, "
+                  f"{rows[name][f'cpu_s_call{i + 1}']:.1f} s CPU", file=sys.stderr, flush=True)
 
     print(f"\n{args.config} UNet, {n_params:,} params, z {s}x{s}x{cfg.in_channels} ({8 * s} px), text "
           f"{args.tokens}x{cfg.context_dim}, h {'x'.join(map(str, hw))}, {args.dtype} compute, attention "
