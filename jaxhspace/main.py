@@ -9,6 +9,8 @@ The config's ``task`` field picks the job (see ``jaxhspace.tasks.TASKS``); resul
 ``--config`` takes a config file or a shipped config's name (``jaxhspace.resources.config_names()``: ``demo``,
 ``celebahq256/pullback``, ...; an unknown name lists them).
 A training job stopped by Ctrl-C / SIGTERM saves its state and exits 128 + the signal number (130 / 143).
+An anticipated bad input (:class:`jaxhspace.errors.JaxhspaceError`: a config field, file or folder) prints one line
+``jaxhspace: error: ...`` and exits 2; unexpected errors keep their traceback.
 """
 import json
 import sys
@@ -16,7 +18,7 @@ import sys
 from absl import app, flags
 
 from jaxhspace import __version__
-from jaxhspace.errors import TrainingInterrupted
+from jaxhspace.errors import JaxhspaceError, TrainingInterrupted
 from jaxhspace.resources import define_config_flag
 from jaxhspace.tasks import get_task
 
@@ -33,6 +35,9 @@ def main(argv):
     except TrainingInterrupted as e:
         print(f"\njaxhspace: {e}", file=sys.stderr)
         sys.exit(128 + e.signum)
+    except JaxhspaceError as e:
+        print("jaxhspace: error: " + " ".join(str(e).split()), file=sys.stderr)  # one line
+        sys.exit(2)
     print(json.dumps(metrics, indent=2, default=str))
 
 

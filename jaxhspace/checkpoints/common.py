@@ -43,9 +43,15 @@ def read_json(path: str) -> dict:
         raise ValueError(f"{path} not found: a model folder needs its config.json beside the weights.")
     try:
         with open(path) as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
+            obj = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{path} is not valid JSON ({e}); re-export the model with save_pretrained.") from e
+    if not isinstance(obj, dict):
+        from jaxhspace.errors import JaxhspaceError
+
+        raise JaxhspaceError(f"{path} holds a JSON {type(obj).__name__}, not an object of settings; re-export the "
+                             "model with save_pretrained or point to the right folder.")
+    return obj
 
 
 def find_weights_file(folder: str, candidates: Iterable[str]) -> str:

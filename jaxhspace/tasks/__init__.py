@@ -23,9 +23,11 @@ def get_task(name: str):
     """Return the ``run`` function of a job, or raise a ValueError listing the known jobs.
 
     The function converts an official checkpoint in ``config.model_path`` (``.ckpt`` / ``.pt``) into the workdir
-    first (:func:`jaxhspace.checkpoints.auto_convert.with_model_conversion`)."""
+    first (:func:`jaxhspace.checkpoints.auto_convert.with_model_conversion`). Before anything, it checks the whole
+    config and the workdir (:func:`jaxhspace.tasks.validate.validate`)."""
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; known tasks: {sorted(TASKS)}")
     from jaxhspace.checkpoints.auto_convert import with_model_conversion
+    from jaxhspace.tasks.validate import validated
 
-    return with_model_conversion(importlib.import_module(TASKS[name]).run)
+    return validated(with_model_conversion(importlib.import_module(TASKS[name]).run))
