@@ -4,7 +4,8 @@
 
 SRC: a diffusers folder (config.json + diffusion_pytorch_model.safetensors/.bin, or a pipeline folder
 with ``unet/``). DST: written into a temporary folder beside it and renamed into place, so an
-interrupted conversion leaves nothing at DST. Load the result with ``jaxhspace.checkpoints.load_unet(DST)``.
+interrupted conversion leaves nothing at DST; a marker ``.jaxhspace_export.json`` records every file's SHA-256,
+checked when the folder is loaded. Load the result with ``jaxhspace.checkpoints.load_unet(DST)``.
 
 The noise schedule goes along: the first ``scheduler_config.json`` of :func:`find_scheduler_config` (the
 folder's own, a pipeline's ``scheduler/``, or the one beside the ``unet/`` sub-folder) is checked and copied into
@@ -24,6 +25,7 @@ import numpy as np
 
 from jaxhspace.checkpoints.common import atomic_directory, read_json
 from jaxhspace.checkpoints.unet import load_unet, save_unet_converted
+from jaxhspace.training.safety import write_marker
 
 SCHEDULER_FILE = "scheduler_config.json"
 
@@ -61,6 +63,7 @@ def convert(src: str, dst: str, overwrite: bool = False) -> int:
         os.rmdir(inner)
         if sched is not None:
             shutil.copyfile(sched, os.path.join(tmp, SCHEDULER_FILE))
+        write_marker(tmp, "convert_diffusers_unet", {"source": os.path.abspath(src)})  # checksums, verified at load
     return int(sum(np.prod(p.shape) for p in jax.tree.leaves(params)))
 
 

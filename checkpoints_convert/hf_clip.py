@@ -4,7 +4,8 @@
 
 SRC: a transformers CLIPModel folder (config.json + model.safetensors / pytorch_model.bin, e.g. a local
 copy of openai/clip-vit-base-patch32). DST: written into a temporary folder beside it and renamed into
-place, so an interrupted conversion leaves nothing at DST. The tokenizer files (vocab.json, merges.txt,
+place, so an interrupted conversion leaves nothing at DST; a marker ``.jaxhspace_export.json`` records every file's
+SHA-256, checked when the folder is loaded. The tokenizer files (vocab.json, merges.txt,
 tokenizer.json, tokenizer_config.json, special_tokens_map.json) present in SRC are copied. Load the result
 with ``jaxhspace.checkpoints.load_clip(DST)`` and ``load_clip_tokenizer(DST)``.
 """
@@ -15,14 +16,22 @@ import os
 import sys
 
 from jaxhspace.checkpoints.clip import TOKENIZER_FILES, load_clip, save_clip_converted
+from jaxhspace.checkpoints.common import atomic_directory
 from jaxhspace.models.clip import count_params
+from jaxhspace.training.safety import write_marker
 
 
 def convert(src: str, dst: str, overwrite: bool = False) -> dict:
     """Convert ``src`` to ``dst``; returns a summary dict (param count, config, copied tokenizer files)."""
     model, params = load_clip(src)
     tok_files = [f for f in TOKENIZER_FILES if os.path.isfile(os.path.join(src, f))]
-    save_clip_converted(dst, model, params, tokenizer=src if tok_files else None, overwrite=overwrite)
+    with atomic_directory(dst, overwrite=overwrite) as tmp:
+        inner = os.path.join(tmp, "clip")
+        save_clip_converted(inner, model, params, tokenizer=src if tok_files else None)
+        for name in os.listdir(inner):
+            os.rename(os.path.join(inner, name), os.path.join(tmp, name))
+        os.rmdir(inner)
+        write_marker(tmp, "convert_hf_clip", {"source": os.path.abspath(src)})  # checksums, verified at load
     t, v = model.config.text_config, model.config.vision_config
     return {
         "params": count_params(params),

@@ -71,8 +71,10 @@ def read_state_dict(path: str) -> StateDict:
     """Read a ``.safetensors`` or PyTorch ``.bin``/``.pth`` state dict into float32/int NumPy arrays.
 
     Half-precision tensors are upcast to float32. A truncated or corrupt file raises a ValueError
-    naming the file.
+    naming the file, and so does a file whose SHA-256 differs from the one jaxhspace recorded when it wrote the
+    folder (:func:`verify_checksums`).
     """
+    verify_checksums(os.path.dirname(os.path.abspath(path)), only=os.path.basename(path))
     if path.endswith(".safetensors"):
         try:
             from safetensors import safe_open
@@ -88,6 +90,38 @@ def read_state_dict(path: str) -> StateDict:
     else:
         out = _read_with_torch(path, safetensors=False)
     return {k: (v.astype(np.float32) if v.dtype in (np.float16,) else v) for k, v in out.items()}
+
+
+def verify_checksums(folder: str, prefix: str = "", only: str | None = None) -> int:
+    """Check the files of ``folder`` against the SHA-256 sums in its jaxhspace marker (``.jaxhspace_export.json``,
+    written with every export and conversion); folders without a marker are not checked.
+
+    Args:
+      prefix: check only the recorded files under this relative folder (e.g. ``"params/"``).
+      only: check only this relative file.
+
+    Returns:
+      the number of files checked. Raises a :class:`jaxhspace.errors.JaxhspaceError` naming a missing or changed file.
+    """
+    from jaxhspace.errors import JaxhspaceError
+    from jaxhspace.training.safety import EXPORT_MARKER, read_marker, sha256_file
+
+    marker = read_marker(folder)
+    if marker is None:
+        return 0
+    n = 0
+    for rel, rec in marker["files"].items():
+        if (only is not None and rel != only) or not rel.startswith(prefix) or not isinstance(rec, dict):
+            continue
+        path = os.path.join(folder, rel)
+        if not os.path.isfile(path):
+            raise JaxhspaceError(f"{path} is missing but listed in {os.path.join(folder, EXPORT_MARKER)}; the folder "
+                                 "is incomplete: re-export / re-convert it.")
+        if rec.get("sha256") and sha256_file(path) != rec["sha256"]:
+            raise JaxhspaceError(f"{path} does not match the SHA-256 recorded when jaxhspace wrote it (in "
+                                 f"{EXPORT_MARKER}): the file is corrupt or was modified; re-export / re-convert it.")
+        n += 1
+    return n
 
 
 def _read_with_torch(path: str, safetensors: bool) -> StateDict:
@@ -289,6 +323,7 @@ def restore_params(folder: str):
     path = os.path.join(os.path.abspath(folder), "params")
     if not os.path.isdir(path):
         raise ValueError(f"{folder} has no orbax 'params' folder; convert the model with checkpoints_convert first.")
+    verify_checksums(os.path.abspath(folder), prefix="params/")
     try:
         params = ocp.StandardCheckpointer().restore(path)
     except Exception as e:
