@@ -11,6 +11,10 @@ One run measures, side by side on the same weights, the same x_t, t = 500 and th
       ``allclose`` atol 1e-4),
   (d) ``scipy.sparse.linalg.svds`` (ARPACK) on a ``LinearOperator`` calling our JAX products,
   (e) on ``tiny`` also the official algorithm with k = 50 (and ours at k = 50),
+  (f) ``lanczos_bidiag_svd`` (ours, thick-restart Lanczos bidiagonalisation in one jitted call) with each block
+      size of ``--lanczos-blocks`` (default 1 and 8), its solver overhead (wall time minus ``steps`` times the
+      measured time of one block of b JVPs + b VJPs, as a fraction of the latter), and with ``--batched B`` a
+      row of B images in one ``jit(vmap(...))`` call against B sequential jitted calls,
   and ours again with the loosest tolerance whose accuracy is >= the official's: "@eq-acc" (max σ
   error, max angle of v_i and top-k subspace angle each <= the official's) and "@eq-acc-per-triplet"
   (every σ_i error and every angle of v_i <= the official's, with float32-level floors).
@@ -63,6 +67,8 @@ import torch  # noqa: E402
 from benchmarks.torch_pullback import get_h, local_encoder_pullback_xt, make_jvp_friendly  # noqa: E402
 from jaxhspace.checkpoints.unet import load_unet  # noqa: E402
 from jaxhspace.directions.pullback import pullback_operator  # noqa: E402
+from jaxhspace.geometry.lanczos import lanczos_bidiag_svd, lanczos_svd_of  # noqa: E402
+from jaxhspace.geometry.operators import _apply_block  # noqa: E402
 from jaxhspace.geometry.svd import (  # noqa: E402
     principal_angles, randomized_block_krylov, subspace_iteration, two_sided_residuals)
 from jaxhspace.models.functional import h_of_x  # noqa: E402
@@ -377,6 +383,74 @@ def run_ours(op, name: str, k: int, seed: int, warmup: bool = True, **kw) -> Run
                r.n_jvp, r.n_vjp, 0, r.iterations, r.converged, "jax", extra, r.history)
 
 
+def _block_pair_seconds(op, b: int, reps: int = 5) -> tuple:
+    """Median (wall, process-CPU) seconds of one block of ``b`` JVPs followed by ``b`` VJPs (jitted, warm; not
+    counted on ``op``)."""
+    V = jnp.ones((b,) + op.in_shape, op.dtype)
+    U = jnp.ones((b,) + op.out_shape, op.dtype)
+
+    def pair():
+        _apply_block(op._jvp, V, chunk_size=op.chunk_size, in_dtype=op._tin, out_dtype=op.dtype).block_until_ready()
+        _apply_block(op._vjp, U, chunk_size=op.chunk_size, in_dtype=op._tout, out_dtype=op.dtype).block_until_ready()
+
+    pair()
+    walls, cpus = [], []
+    for _ in range(reps):
+        with _Clock() as c:
+            pair()
+        walls.append(c.wall)
+        cpus.append(c.cpu)
+    return float(np.median(walls)), float(np.median(cpus))
+
+
+def run_lanczos(op, k: int, seed: int, b: int, tol: float) -> Run:
+    """``lanczos_bidiag_svd`` with block size ``b``: one untimed call compiles (``compile_s`` = its wall minus the
+    timed call's), the second is timed. ``extra["overhead"]`` = (wall - steps * t_block_pair) / (steps *
+    t_block_pair), the solver's own cost as a fraction of its products' time; ``overhead_cpu`` the same in
+    process-CPU seconds (steadier on a loaded machine)."""
+    key = jax.random.PRNGKey(seed)
+    counts = op.counts()
+    with _Clock() as cw:
+        lanczos_bidiag_svd(op, k, key, tol=tol, block_size=b)
+    op.n_jvp, op.n_vjp = counts["n_jvp"], counts["n_vjp"]
+    with _Clock() as c:
+        r = lanczos_bidiag_svd(op, k, key, tol=tol, block_size=b)
+    t_pair, t_pair_cpu = _block_pair_seconds(op, b)
+    prod_s, prod_cpu = r.iterations * t_pair, r.iterations * t_pair_cpu
+    h = r.history[0]
+    extra = dict(tol=tol, block_size=b, work_size=h["work_size"], restart_size=h["restart_size"],
+                 restarts=h["restarts"], max_rel_residual_in_loop=r.max_relative_residual,
+                 compile_s=max(cw.wall - c.wall, 0.0), block_pair_s=t_pair, products_s=prod_s,
+                 overhead=(c.wall - prod_s) / prod_s, block_pair_cpu_s=t_pair_cpu, products_cpu_s=prod_cpu,
+                 overhead_cpu=(c.cpu - prod_cpu) / prod_cpu)
+    return Run(f"ours:lanczos(b={b})", k, _flat(r.u), np.asarray(r.s, np.float64), _flat(r.v), c.wall, c.cpu,
+               r.n_jvp, r.n_vjp, 0, r.iterations, r.converged, "jax", extra)
+
+
+def batched_row(setup: Setup, k: int, n_images: int, seed: int, tol: float, b: int = 1) -> dict:
+    """``n_images`` noisy inputs (x_t plus 0.1 N(0, 1) each): one ``jit(vmap(lanczos_svd_of))`` call vs
+    ``n_images`` calls of the same jitted single-image function (both warm), products per image and σ agreement."""
+    f = h_of_x(setup.model, setup.params, setup.t)
+    rng = np.random.default_rng(seed + 7)
+    xs = jnp.asarray(setup.x[None] + 0.1 * rng.standard_normal((n_images,) + setup.x.shape).astype(np.float32))
+    keys = jax.random.split(jax.random.PRNGKey(seed), n_images)
+    one = jax.jit(lambda x, key: lanczos_svd_of(f, x, k, key, tol=tol, block_size=b))
+    many = jax.jit(jax.vmap(lambda x, key: lanczos_svd_of(f, x, k, key, tol=tol, block_size=b)))
+    jax.block_until_ready(one(xs[0], keys[0]))
+    jax.block_until_ready(many(xs, keys))
+    with _Clock() as cs:
+        seq = [jax.block_until_ready(one(xs[i], keys[i])) for i in range(n_images)]
+    with _Clock() as cb:
+        bat = jax.block_until_ready(many(xs, keys))
+    s_seq = np.stack([np.asarray(r.s, np.float64) for r in seq])
+    s_err = float(np.max(np.abs(np.asarray(bat.s, np.float64) - s_seq) / s_seq))
+    prods = [int(r.n_jvp + r.n_vjp) for r in seq]
+    return dict(k=k, block_size=b, n_images=n_images, tol=tol, sequential_wall_s=cs.wall, sequential_cpu_s=cs.cpu,
+                batched_wall_s=cb.wall, batched_cpu_s=cb.cpu, speedup=cs.wall / cb.wall,
+                products_per_image=prods, batched_products_per_image=np.asarray(bat.n_jvp + bat.n_vjp).tolist(),
+                all_converged=bool(np.all(np.asarray(bat.converged))), max_sigma_rel_diff_batched_vs_seq=s_err)
+
+
 def run_official(setup: Setup, k: int, seed: int, max_iter: int = 50, min_iter: int = 10,
                  chunk_size: int = 25, warmup: bool = True) -> Run:
     """The PyTorch re-implementation; outputs converted to flattened NHWC (u column-normalised).
@@ -625,6 +699,9 @@ class Options:
     svds: bool = True
     subspace: bool = True
     svds_tol: float = 1e-5
+    lanczos_blocks: tuple = (1, 8)
+    lanczos_tol: float = 1e-6
+    batched: int = 0
     dense_budget_s: float = 300.0
     threads: int = 1
     verbose: bool = True
@@ -654,6 +731,10 @@ def run_methods(setup: Setup, op, k: int, gt: dict, fe: dict, opts: Options, sub
                                             per_triplet=per_triplet)
         r.extra["search"] = search
         runs.append((r, acc))
+    for b in opts.lanczos_blocks:
+        _log(opts, f"k={k}: ours lanczos b={b} (tol {opts.lanczos_tol})")
+        r = run_lanczos(op, k, opts.seed, b, opts.lanczos_tol)
+        runs.append((r, evaluate(r, gt, op)))
     if opts.svds and k < min(op.shape) - 1:
         _log(opts, f"k={k}: scipy svds")
         r = run_svds(op, k, opts.seed, opts.svds_tol)
@@ -680,7 +761,12 @@ def run_benchmark(setup: Setup, opts: Options) -> dict:
     rows = []
     for k in ks:  # subspace iteration at k=50 would pay the official's 5000 products again: skipped
         rows += run_methods(setup, op, k, gt, fe, opts, subspace=opts.subspace and k == opts.k)
-    return assemble(setup, opts, op, gt, rows, h_check, env, lin, time.perf_counter() - t_start)
+    res = assemble(setup, opts, op, gt, rows, h_check, env, lin, time.perf_counter() - t_start)
+    if opts.batched:
+        _log(opts, f"batched: {opts.batched} images, vmapped vs sequential (lanczos b=1, k={opts.k})")
+        res["batched"] = batched_row(setup, opts.k, opts.batched, opts.seed, opts.lanczos_tol)
+        res["total_wall_s"] = time.perf_counter() - t_start
+    return res
 
 
 def assemble(setup: Setup, opts: Options, op, gt: dict, rows: list, h_check: dict, env: dict, lin: dict,
@@ -726,6 +812,22 @@ def render_report(res: dict) -> str:
         if k <= 16:
             head += [f"Per triplet (σ rel err / angle of v_i), k={k}:", "",
                      per_triplet_table(res["rows"], dict(s=np.asarray(s)), k), ""]
+    lz = [r for r in res["rows"] if r["method"].startswith("ours:lanczos")]
+    if lz:
+        head += ["Lanczos solver overhead ((time - steps x block-pair time) / products time), wall and CPU:", "",
+                 "| k | method | steps | restarts | block pair ms (cpu ms) | products s (cpu s) | wall s (cpu s) "
+                 "| overhead wall | overhead cpu |", "|---|---|---|---|---|---|---|---|---|"]
+        head += [f"| {r['k']} | {r['method']} | {r['iterations']} | {r['restarts']} | {r['block_pair_s'] * 1e3:.2f} "
+                 f"({r['block_pair_cpu_s'] * 1e3:.2f}) | {r['products_s']:.3f} ({r['products_cpu_s']:.3f}) | "
+                 f"{r['wall_s']:.3f} ({r['cpu_s']:.3f}) | {100 * r['overhead']:.0f}% | {100 * r['overhead_cpu']:.0f}% |"
+                 for r in lz]
+        head.append("")
+    if res.get("batched"):
+        bt = res["batched"]
+        head += [f"Batched (k={bt['k']}, b={bt['block_size']}, {bt['n_images']} images): one jit(vmap) call "
+                 f"{bt['batched_wall_s']:.2f} s vs {bt['n_images']} sequential calls {bt['sequential_wall_s']:.2f} s "
+                 f"(×{bt['speedup']:.2f}); products per image {bt['products_per_image']}; max σ diff "
+                 f"{bt['max_sigma_rel_diff_batched_vs_seq']:.1e}", ""]
     head.append(f"total wall {res['total_wall_s']:.0f} s")
     return "\n".join(head)
 
@@ -769,6 +871,10 @@ def parse_args(argv=None):
                    help="CPUs for both frameworks: torch threads, XLA flags and, when run as a module, the "
                         "process's CPU affinity (set before jax/torch start). Default 1: on a shared, "
                         "oversubscribed machine torch's 2-thread OpenMP pool ran ~10x slower than 1 thread")
+    p.add_argument("--svds-tol", type=float, default=1e-5, help="ARPACK (scipy svds) tolerance")
+    p.add_argument("--lanczos-blocks", default="1,8", help="block sizes of the Lanczos rows ('' for none)")
+    p.add_argument("--lanczos-tol", type=float, default=1e-6, help="per-triplet residual stop of the Lanczos rows")
+    p.add_argument("--batched", type=int, default=0, help="also time B images in one vmapped Lanczos call (0: skip)")
     p.add_argument("--out", default=None)
     return p.parse_args(argv)
 
@@ -783,7 +889,9 @@ def main(argv=None) -> int:
         return 0
     k50 = cfg["official_k50"] if a.official_k50 == "auto" else a.official_k50 == "yes"
     opts = Options(k=a.k, seed=a.seed, tol=a.tol, official_max_iter=a.official_max_iter, official_k50=k50,
-                   svds=not a.no_svds, subspace=not a.no_subspace, dense_budget_s=a.dense_budget, threads=a.threads)
+                   svds=not a.no_svds, subspace=not a.no_subspace, dense_budget_s=a.dense_budget, threads=a.threads,
+                   svds_tol=a.svds_tol, lanczos_tol=a.lanczos_tol, batched=a.batched,
+                   lanczos_blocks=tuple(int(v) for v in a.lanczos_blocks.split(",") if v.strip()))
     res = run_benchmark(setup, opts)
     print(render_report(res))
     size_tag = "" if a.size is None or a.size == cfg.get("size") else f"_size{a.size}"

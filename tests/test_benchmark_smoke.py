@@ -48,7 +48,7 @@ def test_official_matches_dense_svd_when_it_converges(smoke):
 def test_benchmark_produces_table_and_json(smoke, tmp_path):
     setup, op, gt = smoke
     opts = B.Options(k=2, official_max_iter=2, official_min_iter=0, krylov_max_iters=4, subspace_max_iters=4,
-                     verbose=False)
+                     verbose=False, lanczos_blocks=(1, 2))
     h_check = B.check_h_agree(setup)
     assert h_check["max_abs_diff"] <= B.H_ATOL
     fe = B.forward_costs(setup)
@@ -56,7 +56,7 @@ def test_benchmark_produces_table_and_json(smoke, tmp_path):
     res = B.assemble(setup, opts, op, gt, rows, h_check, B.environment(fe), dict(first=0.0, warm=0.0), 0.0)
     methods = [r["method"] for r in res["rows"]]
     assert methods == ["official(k=2)", "ours:krylov", "ours:subspace", "ours:krylov@eq-acc",
-                       "ours:krylov@eq-acc-per-triplet", "scipy.svds(arpack)"]
+                       "ours:krylov@eq-acc-per-triplet", "ours:lanczos(b=1)", "ours:lanczos(b=2)", "scipy.svds(arpack)"]
     assert res["sizes"]["n"] == 192 and res["sizes"]["m"] == 16
     off = res["rows"][0]
     assert off["n_jvp"] == off["n_vjp"] == 2 * off["iterations"] and off["n_fwd"] == off["iterations"] + 1
@@ -69,5 +69,33 @@ def test_benchmark_produces_table_and_json(smoke, tmp_path):
     path = tmp_path / "out.json"
     B.write_json(res, str(path))
     loaded = json.loads(path.read_text())
-    assert loaded["config"] == "smoke" and len(loaded["rows"]) == 6
+    assert loaded["config"] == "smoke" and len(loaded["rows"]) == 8
+    for r in res["rows"][5:7]:  # Lanczos (tol 1e-6): converged, explicit residuals small, overhead reported
+        assert r["converged"] and r["rel_residual_max"] < 1e-4 and r["sigma_rel_err_max"] < 1e-4
+        assert r["products"] == 2 * r["block_size"] * r["iterations"] and "overhead" in r
+    assert "Lanczos solver overhead" in report
     assert {"versions", "threads", "dtype"} <= set(loaded["environment"])
+
+
+def test_batched_lanczos_row(smoke):
+    """B = 2 images in one vmapped Lanczos call equal the sequential calls (σ and product counts)."""
+    setup, _, _ = smoke
+    row = B.batched_row(setup, k=2, n_images=2, seed=0, tol=1e-6)
+    assert row["all_converged"] and row["max_sigma_rel_diff_batched_vs_seq"] < 1e-5
+    assert row["products_per_image"] == row["batched_products_per_image"]
+
+
+def test_accelerator_script_runs_small_on_cpu(tmp_path):
+    """benchmarks/accelerator.py end to end at 8x8 (k 2, B 2, 4 steps): table, JSON, ours vs torch edit agree."""
+    from benchmarks import accelerator as A
+
+    out = tmp_path / "acc.json"
+    assert A.main(["--config", "smoke", "--size", "8", "--k", "2", "--batch", "2", "--batch-k", "2", "--n-test", "4",
+                   "--jvp-block", "2", "--blocks", "1,2", "--reps", "1", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    names = [r["name"] for r in res["rows"]]
+    assert names[:4] == ["UNet forward", "encoder forward x -> h", "JVP block", "VJP block"]
+    lz = [r for r in res["rows"] if r["name"] == "Lanczos SVD"]
+    assert len(lz) == 2 and all(r["converged"] and r["products"] > 0 for r in lz)
+    assert res["asyrp_max_abs_diff_ours_vs_torch"] < 1e-3
+    assert "Asyrp edit (official loop" in A.render(res)
