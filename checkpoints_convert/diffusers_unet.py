@@ -79,6 +79,8 @@ def main(argv: list[str] | None = None) -> None:
         n = convert(args.src, args.dst, args.overwrite)
     except ValueError as e:
         sys.exit(f"error: {e}")
+    except OSError as e:  # read-only or full destination, a file in the way: one line, not a traceback
+        sys.exit(f"error: cannot write {args.dst}: {e.strerror or e} ({e.filename or args.dst})")
     print(f"converted UNet2DModel {args.src} -> {args.dst}: {n:,} params")
 
 

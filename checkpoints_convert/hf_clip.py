@@ -53,6 +53,8 @@ def main(argv: list[str] | None = None) -> None:
         s = convert(args.src, args.dst, args.overwrite)
     except ValueError as e:
         sys.exit(f"error: {e}")
+    except OSError as e:  # read-only or full destination, a file in the way: one line, not a traceback
+        sys.exit(f"error: cannot write {args.dst}: {e.strerror or e} ({e.filename or args.dst})")
     print(f"converted CLIPModel {args.src} -> {args.dst}: {s['params']:,} params")
     print(f"  text:   {s['text']}")
     print(f"  vision: {s['vision']}")

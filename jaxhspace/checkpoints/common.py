@@ -284,22 +284,59 @@ def params_to_state_dict(params: Mapping, list_names: Iterable[str],
 def atomic_directory(dst: str, overwrite: bool = False):
     """Yield a fresh temporary folder beside ``dst``; rename it to ``dst`` only if the block succeeds.
 
-    An interrupted or failed write leaves nothing at ``dst`` (and removes the temporary folder).
+    An interrupted or failed write leaves nothing at ``dst`` (and removes the temporary folder); temporaries of a
+    killed earlier write are removed first (:func:`remove_stale_temporaries`). The folder gets the mode the process
+    umask gives a new folder (not mkdtemp's 0700).
     """
     dst = os.path.abspath(dst)
     if os.path.exists(dst) and not overwrite:
         raise ValueError(f"{dst} already exists; choose a new destination or pass overwrite=True.")
     parent = os.path.dirname(dst)
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(dst)}.tmp-", dir=parent)
+    remove_stale_temporaries(dst)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(dst)}.tmp-{os.getpid()}-", dir=parent)
     try:
         yield tmp
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o777 & ~mask)  # mkdtemp makes it 0700; the result gets the mode a plain mkdir would give
         if os.path.exists(dst):
             shutil.rmtree(dst)
         os.rename(tmp, dst)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+STALE_TMP_SECONDS = 3600  # temporaries without a process id in their name count as stale after this long
+
+
+def remove_stale_temporaries(dst: str) -> list[str]:
+    """Remove the ``.DST.tmp-*`` folders that a killed :func:`atomic_directory` left beside ``dst``: those whose
+    writer process (the id in the name) is gone, or, for names without one, older than :data:`STALE_TMP_SECONDS`.
+    Returns the removed paths."""
+    import glob
+    import time
+
+    removed = []
+    base = os.path.basename(os.path.abspath(dst))
+    pattern = os.path.join(glob.escape(os.path.dirname(os.path.abspath(dst))), f".{glob.escape(base)}.tmp-*")
+    for path in glob.glob(pattern):
+        rest = os.path.basename(path)[len(base) + 6:]
+        pid = rest.split("-", 1)[0]
+        if pid.isdigit() and "-" in rest:
+            try:
+                os.kill(int(pid), 0)
+                continue  # its writer is still running
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                continue
+        elif time.time() - os.path.getmtime(path) < STALE_TMP_SECONDS:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
 
 
 def write_json(path: str, obj) -> None:

@@ -49,7 +49,7 @@ from jaxhspace.losses.clip_preprocess import clip_preprocess
 from jaxhspace.models.clip import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig, init_clip_params
 from jaxhspace.training.checkpointing import Checkpointer
 from jaxhspace.training.run_config import check_resume
-from jaxhspace.training.safety import InterruptGuard, LossGuard, check_export_dir, export_folder
+from jaxhspace.training.safety import InterruptGuard, LossGuard, check_export_dir, export_folder, trim_log
 
 SIMPLE_TEMPLATES = ("a photo of {}.", "{}.", "an image of {}.", "a picture of {}.")
 SMILE_WORDS = ("frowning", "neutral", "smiling")
@@ -504,6 +504,7 @@ def train_clip(config, workdir: str) -> dict:
     step_fn = make_train_step(model, optimizer_args(config), float(config.noise_std),
                               int(config.get("text_freeze_steps", 0)))
     log_path = os.path.join(workdir, "train_log.jsonl")
+    trim_log(log_path, start)  # records of steps after the checkpoint are logged again
     t0, hist, stopped_early = time.time(), [], False
     pool = concurrent.futures.ThreadPoolExecutor(1)  # renders the next batch while the step runs
     nxt = pool.submit(make_batch, config, start, tokenizer) if start < end else None

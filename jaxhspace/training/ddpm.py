@@ -23,7 +23,7 @@ from jaxhspace.errors import TrainingInterrupted
 from jaxhspace.models.unet import UNet2DModel, UNetConfig
 from jaxhspace.training.checkpointing import Checkpointer
 from jaxhspace.training.run_config import check_resume
-from jaxhspace.training.safety import InterruptGuard, LossGuard, check_export_dir, export_folder
+from jaxhspace.training.safety import InterruptGuard, LossGuard, check_export_dir, export_folder, trim_log
 
 # what the job writes into its workdir (an export_dir inside the workdir must avoid these)
 WORKDIR_FILES = ("checkpoints", "train_log.jsonl", "metrics.json", "run_config.json")
@@ -160,6 +160,7 @@ def train_ddpm(config, workdir: str) -> dict:
     step_fn = make_train_step(model, schedule, optimizer, config.ema_decay, train_key, refine_from,
                               config.get("refine_min_snr_gamma", 0.0), config.get("refine_ema_decay"))
     log_path = os.path.join(workdir, "train_log.jsonl")
+    trim_log(log_path, start)  # records of steps after the checkpoint are logged again
     t0, losses = time.time(), []
     bar = tqdm(range(start, config.total_steps), initial=start, total=config.total_steps, desc="ddpm", mininterval=5)
     stopped_early = False

@@ -271,3 +271,25 @@ class LossGuard:
             self._fail(step, f"the mean loss of the last {self.window} steps is {mean:.4g}, "
                              f"{mean / self.best:.0f}x its best {self.best:.4g} (config.max_loss_growth = "
                              f"{self.max_growth:g})")
+
+
+def trim_log(path: str, step: int) -> int:
+    """Drop the records of ``path`` (a JSON-lines training log) logged after ``step``: a run killed between
+    logging and saving logs those steps again when it resumes from ``step``. Returns the number dropped."""
+    if not os.path.isfile(path):
+        return 0
+    with open(path) as f:
+        lines = f.readlines()
+    keep = []
+    for line in lines:
+        try:
+            rec_step = json.loads(line).get("step", 0)
+        except (ValueError, AttributeError):
+            continue  # a line cut short by the kill
+        if rec_step <= step:
+            keep.append(line if line.endswith("\n") else line + "\n")
+    if len(keep) != len(lines):
+        with open(path + ".tmp", "w") as f:
+            f.writelines(keep)
+        os.replace(path + ".tmp", path)
+    return len(lines) - len(keep)
