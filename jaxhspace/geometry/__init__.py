@@ -1,5 +1,6 @@
 """Matrix-free Jacobian geometry: linear operators from ``jax.linearize``/``jax.linear_transpose``,
-top-k SVD by thick-restart Lanczos bidiagonalisation (default), randomized block Krylov or subspace iteration, and HOSVD/Tucker of tensor-shaped Jacobians.
+top-k SVD by thick-restart Lanczos bidiagonalisation (default), randomized block Krylov or subspace iteration,
+and HOSVD/Tucker of tensor-shaped Jacobians.
 Knows nothing of UNets: everything takes plain functions."""
 from jaxhspace.geometry.hosvd import TuckerResult, jacobian_hosvd  # noqa: F401
 from jaxhspace.geometry.lanczos import LanczosSVD, lanczos_bidiag_svd, lanczos_svd_of  # noqa: F401
