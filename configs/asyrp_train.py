@@ -14,6 +14,7 @@ import ml_collections
 def get_config():
     c = ml_collections.ConfigDict()
     c.task = "asyrp_train"
+    c.precision = "highest"     # float32 matmuls on TPU/GPU; "high"/"default" faster, less accurate
     c.model_path = ""            # diffusers UNet folder; "" = assets/ddpm_synthfaces (world.load_model)
     c.clip_path = ""             # HF CLIPModel folder with tokenizer files; "" = assets/clip_synthfaces
     c.seed = 0                   # editor init (PyTorch-default init) and shuffling
@@ -28,6 +29,7 @@ def get_config():
     c.lambda_l1 = 3.0
     c.l1_use_cos = True          # official: the L1 term is weighted by cos(src, tgt); False = plain λ_L1
     c.clip_resize = "torch"      # "torch" (exact torch bicubic, official) | "jax" (jax.image.resize)
+    c.clip_batch = "per_example"  # batch > 1: mean of per-image -log losses; "official": -log(batch-mean L_dir)
     # timesteps (README: t_edit 500, t_boost 200; -1 = select from distance curves, see jaxhspace.editing.t_select)
     c.t_edit = 500
     c.t_boost = 200

@@ -18,6 +18,7 @@ import ml_collections
 def get_config():
     c = ml_collections.ConfigDict()
     c.task = "asyrp_train"
+    c.precision = "highest"     # float32 matmuls on TPU/GPU; "high"/"default" faster, less accurate
     c.model_path = "/path/to/ddpm-ema-celebahq-256"   # REQUIRED: diffusers folder or official .ckpt/.pt
     c.model_format = "auto"      # auto | diffusers | ddpm_ckpt | guided_diffusion: a .ckpt/.pt converts into
                                  # workdir/converted (jaxhspace.checkpoints.auto_convert), reused while unchanged
@@ -35,6 +36,7 @@ def get_config():
     c.lambda_l1 = 3.0
     c.l1_use_cos = True          # L1 weighted by cos(src, tgt) of the raw texts (DL:340-351)
     c.clip_resize = "torch"      # torch bicubic to 224, no antialias, as the official preprocessing (CL:39-41)
+    c.clip_batch = "official"    # bs > 1: -log(batch-mean L_dir), last x0 as source (CL:180, DL:343)
     # timesteps: script_train.sh:25-26 / README --user_defined_t_edit 500 --user_defined_t_addnoise 200;
     # -1 selects them from distance curves as set_t_edit_t_addnoise (DL:1308-1412)
     c.t_edit = 500

@@ -46,7 +46,8 @@ from jaxhspace.diffusion.asyrp import asyrp_step
 from jaxhspace.diffusion.ddim import ddim_step
 from jaxhspace.diffusion.schedule import alpha_bar, asyrp_timesteps
 from jaxhspace.losses.clip_directional import (
-    IMAGENET_TEMPLATES, asyrp_clip_loss, encode_texts, image_features, l2_normalize, text_direction)
+    IMAGENET_TEMPLATES, asyrp_clip_loss, asyrp_clip_loss_official_batch, encode_texts, image_features, l2_normalize,
+    text_direction)
 from jaxhspace.models.editor import DeltaBlock, EditorConfig, init_editor
 from jaxhspace.models.functional import decode_fn, encode_fn, eps_fn
 from jaxhspace.training.checkpointing import Checkpointer
@@ -100,8 +101,12 @@ def make_optimizer(name: str, schedule: optax.Schedule, momentum: float = 0.0) -
 # Loss and the jitted step
 # ----------------------------------------------------------------------------------------------
 def make_loss_fn(unet, editor: DeltaBlock, clip_model, lambda_clip: float, lambda_l1: float,
-                 clip_resize: str = "torch"):
+                 clip_resize: str = "torch", clip_batch: str = "per_example"):
     """``loss(editor_params, frozen, x_edit, p_ref, feat_src, t, a_t, a_prev) -> (loss, aux)``.
+
+    ``clip_batch``: "per_example" = mean_b of −log((1 + cos_b)/2) with each image's own x0 as source; "official" =
+    Asyrp's −log of the batch-mean directional loss with the last image's x0 as every source
+    (:func:`~jaxhspace.losses.clip_directional.asyrp_clip_loss_official_batch`). Equal at batch 1.
 
     Args (of the returned function):
       frozen: dict ``unet`` (UNet params), ``clip`` (CLIP params), ``text_dir`` [P], ``cos`` (the L1 weight factor:
@@ -114,6 +119,9 @@ def make_loss_fn(unet, editor: DeltaBlock, clip_model, lambda_clip: float, lambd
     ``aux`` = dict(clip [scalar], l1 [scalar], x_next [B,H,W,C] (the next edited sample), p_edit [B,H,W,C]).
     """
 
+    if clip_batch not in ("per_example", "official"):
+        raise ValueError(f"clip_batch must be 'per_example' or 'official' (Asyrp's batch loss), got {clip_batch!r}")
+
     def loss_fn(eparams, frozen, x_edit, p_ref, feat_src, t, a_t, a_prev):
         up = frozen["unet"]
         x = jax.lax.stop_gradient(x_edit)
@@ -125,7 +133,10 @@ def make_loss_fn(unet, editor: DeltaBlock, clip_model, lambda_clip: float, lambd
         eps_edit = dec(h + dh, skips, temb)  # hs_coeff = (1, 1)
         x_next, p_edit = asyrp_step(x, eps, eps_edit, a_t, a_prev, 0.0, return_pred_x0=True)
         f_edit = image_features(clip_model, frozen["clip"], p_edit, method=clip_resize, validate=False)
-        l_clip = jnp.mean(asyrp_clip_loss(f_edit, feat_src, frozen["text_dir"]))
+        if clip_batch == "official":
+            l_clip = asyrp_clip_loss_official_batch(f_edit, feat_src, frozen["text_dir"])
+        else:
+            l_clip = jnp.mean(asyrp_clip_loss(f_edit, feat_src, frozen["text_dir"]))
         l_l1 = jnp.mean(jnp.abs(p_edit - p_ref))
         loss = lambda_clip * l_clip + lambda_l1 * frozen["cos"] * l_l1
         return loss, {"clip": l_clip, "l1": l_l1, "x_next": x_next, "p_edit": p_edit}
@@ -135,7 +146,7 @@ def make_loss_fn(unet, editor: DeltaBlock, clip_model, lambda_clip: float, lambd
 
 @functools.lru_cache(maxsize=8)
 def make_train_step(unet, editor: DeltaBlock, clip_model, optimizer_spec: tuple, lambda_clip: float,
-                    lambda_l1: float, clip_resize: str = "torch"):
+                    lambda_l1: float, clip_resize: str = "torch", clip_batch: str = "per_example"):
     """Jitted ``step(state, frozen, x_lat, feat_src, t, t_prev, reset) -> (state, metrics)`` (state donated).
 
     Args:
@@ -148,7 +159,7 @@ def make_train_step(unet, editor: DeltaBlock, clip_model, optimizer_spec: tuple,
     timestep of a batch). The reference trajectory advances by one unedited DDIM step (η = 0), the edited one by the
     asymmetric step; then one optimiser update. metrics: loss, clip, l1 (float32 scalars).
     """
-    loss_fn = make_loss_fn(unet, editor, clip_model, lambda_clip, lambda_l1, clip_resize)
+    loss_fn = make_loss_fn(unet, editor, clip_model, lambda_clip, lambda_l1, clip_resize, clip_batch)
     optimizer = optimizer_from_spec(optimizer_spec)
 
     def step(state: AsyrpTrainState, frozen, x_lat, feat_src, t, t_prev, reset):
@@ -249,6 +260,25 @@ def _latents(unet, uparams, schedule, x0, n_inv, path):
 # ----------------------------------------------------------------------------------------------
 # The trainer
 # ----------------------------------------------------------------------------------------------
+# msl2 = mean over 3 scales of RMS(a − b)/2; for x0 in [-1, 1] and x_t ≈ N(0, I) at t = T its expected value is at
+# most √(1 + 1)/2 ≈ 0.71 (measured on SynthFaces: ≈ 0.44), so no x-curve threshold at or above this can fire.
+MSL2_X_CURVE_BOUND = 0.71
+
+
+def check_t_select_config(config) -> None:
+    """Fail before any work if the automatic t_boost (``t_boost < 0``) cannot fire: with ``add_noise_from_xt``
+    the threshold ``lpips_addnoise_th`` (official 1.2, LPIPS-calibrated) must be reachable by the metric's x curve."""
+    if int(config.t_boost) >= 0 or not bool(config.get("add_noise_from_xt", True)):
+        return
+    th = float(config.lpips_addnoise_th)
+    if config.t_select_metric == "msl2" and th >= MSL2_X_CURVE_BOUND:
+        raise ValueError(f"automatic t_boost (t_boost={config.t_boost}) cannot fire with t_select_metric='msl2': "
+                         f"lpips_addnoise_th={th:g} is an LPIPS threshold, and msl2 between pure noise and an image is "
+                         f"at most ≈ {MSL2_X_CURVE_BOUND} (≈ 0.44 measured), so no t reaches it. Set t_boost "
+                         "explicitly (official README: 200), use t_select_metric='lpips' with lpips_path, or set "
+                         f"lpips_addnoise_th below {MSL2_X_CURVE_BOUND} for msl2")
+
+
 def train_asyrp(config, workdir: str, models: Optional[tuple] = None) -> dict:
     """Train (or resume) an Asyrp editor; export it to ``workdir/editor`` when all epochs are done.
 
@@ -264,6 +294,7 @@ def train_asyrp(config, workdir: str, models: Optional[tuple] = None) -> dict:
       metrics dict (also ``workdir/metrics.json``): steps done, per-step ``loss`` / ``clip`` / ``l1`` lists,
       t_edit, cos, timing, ``stopped_early`` (``config.max_steps`` reached), ``editor`` (export path).
     """
+    check_t_select_config(config)
     os.makedirs(workdir, exist_ok=True)
     t_start = time.time()
     if models is None:
@@ -309,7 +340,7 @@ def train_asyrp(config, workdir: str, models: Optional[tuple] = None) -> dict:
     state = ckpt.restore_or(state)
     start = int(state.step)
     step_fn = make_train_step(unet, editor, clip_model, opt_spec, float(config.lambda_clip), float(config.lambda_l1),
-                              str(config.clip_resize))
+                              str(config.clip_resize), str(config.get("clip_batch", "per_example")))
     l1_weight = cos if config.l1_use_cos else 1.0
     if config.l1_use_cos and config.lambda_l1 and cos <= 0:
         raise ValueError(f"cos(E_T({config.src_text!r}), E_T({config.tgt_text!r})) = {cos:.3f} <= 0: the official "

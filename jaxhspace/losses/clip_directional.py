@@ -6,7 +6,11 @@
     Asyrp's L_clip = −log((2 − L_dir)/2) = −log((1 + cos)/2)              (DL:343)
 
 In Asyrp, ``x_src`` is the *real* image x0 and ``x_edit`` the edited P_t. Differences from the official code:
-losses here are returned **per example** (the official code takes ``.mean()`` over the batch); vector norms
+losses here are returned **per example**, and the trainer's default averages the per-example Asyrp losses,
+mean_b −log((1 + cos_b)/2). The official code at batch > 1 instead takes −log of the *batch-mean* directional loss,
+−log((2 − mean_b L_dir_b)/2), and uses the LAST image's x0 as every example's source (CL:180 ``.mean()``; DL:343;
+its x0 is the last image of the batch loop): :func:`asyrp_clip_loss_official_batch` (``clip_batch="official"``
+in configs/asyrp_train.py). At batch 1 the two are identical. Vector norms
 use a tiny floor (``finfo.tiny``) so that gradients stay finite when two features coincide (values are
 unchanged otherwise); the cosine follows ``torch.nn.CosineSimilarity(eps=1e-8)``.
 """
@@ -216,6 +220,19 @@ def asyrp_clip_loss(img_feat_edit: jax.Array, img_feat_src: jax.Array, text_dir:
     return -jnp.log((2.0 - directional_loss(img_feat_edit, img_feat_src, text_dir)) / 2.0)
 
 
+def asyrp_clip_loss_official_batch(img_feat_edit: jax.Array, img_feat_src: jax.Array,
+                                   text_dir: jax.Array) -> jax.Array:
+    """The official Asyrp CLIP loss of a batch (scalar): −log((2 − mean_b L_dir(f_edit_b, f_src_last))/2).
+
+    Args:
+      img_feat_edit: ``[B, P]`` edited images' features; img_feat_src: ``[B, P]`` or ``[1, P]`` source features,
+        of which only the LAST row is used (the official source x0 is the batch loop's last image).
+      text_dir: ``[P]``.
+    """
+    src = jnp.broadcast_to(img_feat_src[-1], img_feat_edit.shape)
+    return -jnp.log((2.0 - jnp.mean(directional_loss(img_feat_edit, src, text_dir))) / 2.0)
+
+
 def image_features(model, params, x: jax.Array, method: str = "torch", validate: bool = True) -> jax.Array:
     """Projected CLIP features ``[B, P]`` of images ``x [B, H, W, 3]`` in [-1, 1] (differentiable)."""
     pix = clip_preprocess(x, model.config.vision_config.image_size, method=method, validate=validate)
@@ -234,7 +251,9 @@ def clip_directional_loss(model, params, x_edit: jax.Array, x_src: jax.Array, te
       method: bicubic resize flavour (see :mod:`jaxhspace.losses.clip_preprocess`).
 
     Returns:
-      ``[B]`` per-example losses (take the mean for the official scalar).
+      ``[B]`` per-example losses. Their mean is the official StyleGAN-NADA 1 − cos scalar (``.mean()``, CL:180)
+      when every example has its own source; Asyrp's −log loss of a batch is NOT the mean of the per-example
+      −log values (see :func:`asyrp_clip_loss_official_batch`).
     """
     se, ss = tuple(np.shape(x_edit)), tuple(np.shape(x_src))
     if len(se) != 4 or len(ss) != 4 or se[1:] != ss[1:] or ss[0] not in (1, se[0]):
