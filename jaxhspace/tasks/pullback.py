@@ -1,6 +1,12 @@
 """Job ``pullback``: Park et al.'s pullback directions (J = ∂h/∂x) at an edit time, edits along the top
 ones, a grid (rows: images; columns: input, reconstruction, then each direction at -/+), the singular
-values as JSON and a plot, and the probe's factor changes for every edit."""
+values as JSON and a plot, and the probe's factor changes for every edit.
+
+On a VE-SDE score model (NCSN++, a ``kind="ve"`` World: ``configs/ncsnpp/pullback.py``) the same job runs with t = σ:
+x_σ = x0 + σ z at ``config.edit_sigma`` (no inversion; :func:`~jaxhspace.tasks.inputs.noise_to_sigma`), J = ∂h/∂x
+at (x_σ, σ), edits with ε = −σ·score, and predictor-corrector sampling from σ to 0
+(:func:`~jaxhspace.tasks.inputs.ve_continue_sampling`, ``config.n_steps`` steps over the whole σ range).
+"""
 from __future__ import annotations
 
 import os
@@ -13,12 +19,13 @@ from tqdm import tqdm
 
 from jaxhspace.data.images import save_grid
 from jaxhspace.data.plots import save_line_plot
+from jaxhspace.diffusion import ve_sde
 from jaxhspace.directions import pullback
 from jaxhspace.editing.pullback_edit import continue_sampling, edit_steps
 from jaxhspace.editing.scoring import factor_changes, load_default_probe
 from jaxhspace.models.functional import eps_fn
 from jaxhspace.tasks.common import write_metrics
-from jaxhspace.tasks.inputs import invert_to, load_world, test_images
+from jaxhspace.tasks.inputs import invert_to, load_world, noise_to_sigma, test_images, ve_continue_sampling
 
 
 def run(config, workdir: str) -> dict:
@@ -28,9 +35,24 @@ def run(config, workdir: str) -> dict:
     x0 = test_images(config, world)
     f = eps_fn(model, params)
     t_start = time.time()
-    x_t, t, grid = invert_to(model, params, schedule, world.to_x(x0), config.n_steps, config.edit_t)
     key = jax.random.PRNGKey(config.seed)
-    recon = world.to_images(continue_sampling(f, x_t, grid, schedule, config.t_boost, key))
+    ve = world.kind == "ve"
+    if ve:  # NCSN++: t is σ, f is the score; edits use ε = −σ·score
+        noise_key, key = jax.random.split(key)
+        x_t, t, ve_start, ve_sched = noise_to_sigma(world, world.to_x(x0), config.n_steps,
+                                                     _edit_sigma(config), noise_key)
+        snr = float(config.get("snr", schedule.get("snr", 0.15)))
+        correct = int(config.get("correct_steps", schedule.get("correct_steps", 1)))
+
+        def finish(groups):  # [G, N, H, W, C] at σ -> images [G, N, S, S, 3]
+            return world.to_images(ve_continue_sampling(model, params, groups, ve_sched, ve_start, key, snr, correct))
+
+        f_edit = ve_sde.eps_fn_from_score(f)
+        recon = finish(x_t[None])[0]
+    else:
+        x_t, t, grid = invert_to(model, params, schedule, world.to_x(x0), config.n_steps, config.edit_t)
+        recon = world.to_images(continue_sampling(f, x_t, grid, schedule, config.t_boost, key))
+        f_edit = f
 
     bases, svals, products, svd_s = [], [], [], []
     for i in tqdm(range(x_t.shape[0]), desc="pullback SVD"):
@@ -47,8 +69,11 @@ def run(config, workdir: str) -> dict:
     combos = [(d, s) for d in range(config.n_dirs) for s in (-1.0, 1.0)]
     dirs = np.concatenate([s * V[:, d] for d, s in combos])
     xs = jnp.tile(x_t, (len(combos), 1, 1, 1))
-    edited_t = edit_steps(f, xs, t, jnp.asarray(dirs), config.gamma, config.n_edit_steps, config.lam)
-    edited = world.to_images(continue_sampling(f, edited_t, grid, schedule, config.t_boost, key))
+    edited_t = edit_steps(f_edit, xs, t, jnp.asarray(dirs), config.gamma, config.n_edit_steps, config.lam)
+    if ve:
+        edited = finish(edited_t.reshape(len(combos), *x_t.shape))
+    else:
+        edited = world.to_images(continue_sampling(f, edited_t, grid, schedule, config.t_boost, key))
     edited = edited.reshape(len(combos), *x0.shape)       # [combos, N, H, W, C] images
 
     cols = [np.asarray(x0), recon] + [edited[c] for c in range(len(combos))]
@@ -66,5 +91,19 @@ def run(config, workdir: str) -> dict:
                "columns": ["input", "reconstruction"] + [f"v{d}{'+' if s > 0 else '-'}" for d, s in combos],
                "edit_scores": scores, "grid": grid_path, "singular_value_plot": plot,
                "wall_s": time.time() - t_start}
+    if ve:  # "edit_t" above is σ
+        metrics.update(model_kind="ve", edit_sigma=t, ve_steps=config.n_steps, ve_start_step=ve_start, snr=snr,
+                       correct_steps=correct)
     write_metrics(workdir, metrics)
     return metrics
+
+
+def _edit_sigma(config) -> float:
+    """``config.edit_sigma`` (the VE edit noise level), with an error naming the VE config if it is missing."""
+    from jaxhspace.errors import JaxhspaceError
+
+    sigma = config.get("edit_sigma")
+    if sigma is None:
+        raise JaxhspaceError("config.model_path is a VE-SDE (NCSN++) model: set config.edit_sigma (the noise level σ "
+                             "of the edit), e.g. run configs/ncsnpp/pullback.py.")
+    return float(sigma)
