@@ -19,6 +19,7 @@ EDITOR_NAMES = ("red hair", "glasses")
 def get_config():
     c = ml_collections.ConfigDict()
     c.task = "demo"
+    c.precision = "highest"     # float32 matmuls on TPU/GPU; "high"/"default" faster, less accurate
     c.model_path = ""                 # "" = assets/ddpm_synthfaces
     c.seed = 0
     c.data_seed = 12345               # SynthFaces test faces (training used other seeds)

@@ -8,6 +8,7 @@ import ml_collections
 def get_config():
     c = ml_collections.ConfigDict()
     c.task = "invert_reconstruct"
+    c.precision = "highest"     # float32 matmuls on TPU/GPU; "high"/"default" faster, less accurate
     c.model_path = ""
     c.seed = 0
     c.data_seed = 12345        # SynthFaces test faces (training uses other seeds)

@@ -12,6 +12,7 @@ import ml_collections
 def get_config():
     c = ml_collections.ConfigDict()
     c.task = "pullback"
+    c.precision = "highest"     # float32 matmuls on TPU/GPU; "high"/"default" faster, less accurate
     c.model_path = ""
     c.seed = 0
     c.data_seed = 12345

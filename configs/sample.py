@@ -11,6 +11,7 @@ import ml_collections
 def get_config():
     c = ml_collections.ConfigDict()
     c.task = "sample"
+    c.precision = "highest"     # float32 matmuls on TPU/GPU; "high"/"default" faster, less accurate
     c.model_path = "assets/ddpm_synthfaces_refined"  # the sampler DDPM; "" = assets/ddpm_synthfaces (the editing
                                                      # world's 6000-step model); or a diffusers UNet2DModel folder
     c.seed = 0

@@ -19,6 +19,7 @@ from absl import app, flags
 
 from jaxhspace import __version__
 from jaxhspace.errors import JaxhspaceError, TrainingInterrupted
+from jaxhspace.precision import set_matmul_precision
 from jaxhspace.resources import define_config_flag
 from jaxhspace.tasks import get_task
 
@@ -31,6 +32,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     del argv
     try:
+        set_matmul_precision(FLAGS.config)  # config.precision (default "highest"): float32 matmuls on TPU / GPU too
         metrics = get_task(FLAGS.config.task)(FLAGS.config, FLAGS.workdir)
     except TrainingInterrupted as e:
         print(f"\njaxhspace: {e}", file=sys.stderr)

@@ -34,7 +34,41 @@ BF16_SAMPLE_RTOL = 5e-2
 BF16_JVP_RTOL = 5e-2
 
 __all__ = ["with_compute_dtype", "remat_apply", "RematModel", "relative_max_error",
-           "BF16_EPS_RTOL", "BF16_SAMPLE_RTOL", "BF16_JVP_RTOL"]
+           "BF16_EPS_RTOL", "BF16_SAMPLE_RTOL", "BF16_JVP_RTOL", "MATMUL_PRECISIONS", "set_matmul_precision",
+           "current_matmul_precision"]
+
+# jax_default_matmul_precision values. float32 matmuls / convolutions on accelerators: "highest" = full float32
+# (slowest; what the CPU parity, inversion and Jacobian accuracy were measured with); "high" = 3-pass bf16 on TPU /
+# TF32 on GPU (~1e-4 relative); "default" = 1-pass bf16 on TPU, TF32 on GPU (~1e-3 to 1e-2 relative, fastest).
+# CPU always computes in float32.
+MATMUL_PRECISIONS = ("highest", "high", "default", "float32", "tensorfloat32", "bfloat16", "bfloat16_3x",
+                     "tensorfloat32_3x", "fastest")
+
+
+def set_matmul_precision(config_or_name: Any = None) -> str:
+    """Set ``jax_default_matmul_precision`` process-wide from ``config.precision`` (a ConfigDict / dict with an
+    optional ``precision`` field, or the name itself; default ``"highest"``). Called by ``jaxhspace.main`` before
+    the job runs; every job's metrics.json records it (``tasks.common.write_metrics``).
+
+    Returns:
+      the name that was set. Raises JaxhspaceError (a ValueError) on an unknown name (listing :data:`MATMUL_PRECISIONS`).
+    """
+    if config_or_name is None or isinstance(config_or_name, str):
+        name = config_or_name or "highest"
+    else:
+        name = config_or_name.get("precision", "highest") or "highest"
+    if name not in MATMUL_PRECISIONS:
+        from jaxhspace.errors import JaxhspaceError
+
+        raise JaxhspaceError(f"config.precision={name!r} is not a matmul precision; choose one of {MATMUL_PRECISIONS} "
+                         "('highest' = float32 on every accelerator)")
+    jax.config.update("jax_default_matmul_precision", name)
+    return name
+
+
+def current_matmul_precision() -> str:
+    """The matmul precision in effect (``jax_default_matmul_precision``; ``"default"`` if unset)."""
+    return jax.config.jax_default_matmul_precision or "default"
 
 
 def with_compute_dtype(model, dtype=jnp.bfloat16):

@@ -37,8 +37,13 @@ TINY = os.environ.get("JAXHSPACE_NOTEBOOK_TINY", "0") == "1"
 ''' + before_jax + r'''
 import jax
 
+# Matmul precision: "highest" = float32 matmuls / convolutions on TPU and GPU too (their default is bf16 passes on
+# TPU, TF32 on GPU); "high" or "default" run faster with ~1e-4 / ~1e-3 relative error (jaxhspace.precision).
+PRECISION = os.environ.get("JAXHSPACE_PRECISION", "highest")
+jax.config.update("jax_default_matmul_precision", PRECISION)
+
 print(f"jaxhspace {jaxhspace.__version__} | JAX {jax.__version__} | backend: {jax.default_backend()} | "
-      f"{'tiny' if TINY else 'full'} settings")
+      f"precision {PRECISION} | {'tiny' if TINY else 'full'} settings")
 '''
 
 

@@ -23,7 +23,11 @@ def inversion_grid(spacing: str, n: int, num_train_timesteps: int = 1000) -> np.
 
 
 def write_metrics(workdir: str, metrics: dict, name: str = "metrics.json") -> str:
-    """Write ``metrics`` as JSON atomically into ``workdir``; returns the path."""
+    """Write ``metrics`` as JSON atomically into ``workdir``; returns the path. Adds ``precision`` (the matmul
+    precision in effect, ``config.precision`` via ``jaxhspace.main``) if the job did not set it."""
+    from jaxhspace.precision import current_matmul_precision
+
+    metrics.setdefault("precision", current_matmul_precision())
     os.makedirs(workdir, exist_ok=True)
     path = os.path.join(workdir, name)
     with open(path + ".tmp", "w") as f:
