@@ -101,7 +101,8 @@ def test_pullback_job_on_ncsnpp(ve_folder, tmp_path):
         s = np.asarray(m["singular_values"][n])
         errs.append(float(np.max(np.abs(s - s_dense) / s_dense)))
         np.testing.assert_allclose(s, s_dense, rtol=1e-4)
-    print(f"\nNCSN++ pullback job at sigma {m['edit_sigma']:.4f}: singular values rel err vs dense torch {max(errs):.1e}")
+    print(f"\nNCSN++ pullback job at sigma {m['edit_sigma']:.4f}: singular values rel err vs dense torch "
+          f"{max(errs):.1e}")
 
     grid = np.asarray(Image.open(m["grid"]), np.int32)  # rows: images; cols: input, recon, v0-, v0+
     pad, cols = 2, m["columns"]
@@ -186,4 +187,18 @@ def test_ve_world_detection(ve_folder, tmp_path):
     c = ddpm_config()
     c.model_path, c.image_paths = folder, (images,)
     with pytest.raises(JaxhspaceError, match="config.edit_sigma"):
+        get_task("pullback")(c, str(tmp_path / "wd"))
+
+
+def test_ncsnpp_config(tmp_path):
+    """configs/ncsnpp/pullback.py: the DDPM job's fields minus edit_t / t_boost plus the VE ones, the command in its
+    docstring, and its placeholder model_path rejected naming the field."""
+    import configs.ncsnpp.pullback as mod
+    from configs.pullback import get_config as ddpm_config
+
+    c, base = mod.get_config(), ddpm_config()
+    assert set(base.keys()) - set(c.keys()) == {"edit_t", "t_boost"}
+    assert set(c.keys()) - set(base.keys()) == {"edit_sigma", "snr", "correct_steps"}
+    assert "python -m jaxhspace.main --config configs/ncsnpp/pullback.py" in mod.__doc__
+    with pytest.raises(ValueError, match="model_path"):
         get_task("pullback")(c, str(tmp_path / "wd"))

@@ -9,7 +9,7 @@ h = the mid block's 4×4×256 output at 256 px), edits along the top ones, then 
 
 * no inversion: x_σ = x0 + σ z (x0 in [0, 1], z ~ N(0, I) from a fixed key), the VE forward process, as score-SDE /
   SDEdit editing noises an image; ``edit_sigma`` replaces ``edit_t``. σ = 3 is about Park's edit_t = 0.6 T of the
-  CelebA-HQ DDPM: x_t / √ᾱ_t = x0 + √((1−ᾱ_t)/ᾱ_t) ε with √((1−ᾱ_600)/ᾱ_600) ≈ 6.1 for [-1, 1] data, halved for [0, 1];
+  CelebA-HQ DDPM: x_t / √ᾱ_t = x0 + √((1−ᾱ_t)/ᾱ_t) ε with √((1−ᾱ_600)/ᾱ_600) ≈ 6.2 for [-1, 1] data, halved for [0, 1];
 * J = ∂h/∂x at (x_σ, σ); edits x ← x + γ[ε(x + λv) − ε(x)] with ε = −σ·score;
 * sampling: ``n_steps`` predictor-corrector steps over the whole σ grid (σ_max → σ_min; the model's scheduler uses
   2000), starting at the step nearest ``edit_sigma``; ``snr`` and ``correct_steps`` as google/ncsnpp-ffhq-256's
