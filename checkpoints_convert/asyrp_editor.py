@@ -12,6 +12,9 @@ Load it with ``jaxhspace.editing.editor_io.load_editor(DST)``.
 (Δh is scaled by n_train_step / n_test_step). The variant is read from the keys: the DDPM DeltaBlock (``conv1.*``;
 CelebA-HQ / LSUN editors, for the SDEdit DDPM bases) or the ADM one (``in_layers.*``; ``dog_*`` / ``metface_*`` editors,
 for the iDDPM AFHQ-dog and P2 MetFaces guided-diffusion bases). An editor only means something on its own base model.
+The released CelebA-HQ editors were trained on SDEdit's ``celeba_hq.ckpt``; whether diffusers'
+``google/ddpm-ema-celebahq-256`` holds the same weights is unverified, so load the original base with
+``python -m checkpoints_convert.ddpm_ckpt celeba_hq.ckpt DST --preset celeba_hq`` for faithful results.
 """
 from __future__ import annotations
 

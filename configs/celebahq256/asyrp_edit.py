@@ -8,6 +8,13 @@ asyrp_official.md §1, §5; DL = diffusion_latent.py of kwonminki/Asyrp_official
 ``editor_paths``: editors from configs/celebahq256/asyrp_train.py or official checkpoints converted with
 ``python -m checkpoints_convert.asyrp_editor SRC.pth DST`` (e.g. the released CelebA smiling_..._ninv40_ngen40_0.pth;
 n_train_step 40 is then read from the editor's meta). Outputs as configs/asyrp_edit.py (no probe scores at 256 px).
+
+Base model of the official editors: they were trained on SDEdit's ``celeba_hq.ckpt`` (the pesser/pytorch_diffusion
+DDPM that Asyrp_official loads), NOT on diffusers' ``google/ddpm-ema-celebahq-256``. That the two hold the same
+weights is unverified (it is not stated anywhere, and not checked here), so an official editor on
+google/ddpm-ema-celebahq-256 may edit differently from the paper. For the original base convert it with
+``python -m checkpoints_convert.ddpm_ckpt celeba_hq.ckpt /data/celeba_hq_ddpm --preset celeba_hq`` (or point
+model_path at the .ckpt: it converts into the workdir) and use that folder as model_path.
 """
 import ml_collections
 
@@ -15,6 +22,7 @@ import ml_collections
 def get_config():
     c = ml_collections.ConfigDict()
     c.task = "asyrp_edit"
+    c.precision = "highest"     # float32 matmuls on TPU/GPU; "high"/"default" faster, less accurate
     c.model_path = "/path/to/ddpm-ema-celebahq-256"   # REQUIRED: diffusers folder or official .ckpt/.pt
     c.model_format = "auto"      # auto | diffusers | ddpm_ckpt | guided_diffusion: a .ckpt/.pt converts into
                                  # workdir/converted (jaxhspace.checkpoints.auto_convert), reused while unchanged
@@ -31,6 +39,9 @@ def get_config():
     c.t_boost = -1                  # -1: the editor's meta (200), η = 1 below it (DL:513)
     c.n_train_step = -1             # -1: the editor's meta (40 for ngen40 checkpoints); scaling n_train/n_test (DL:626)
     c.global_dh_images = 4          # --num_mean_of_delta_hs K: global Δh over K images (DL:612-623, 811-835)
+    c.global_dh_set = "separate"    # official: the first K TRAINING images (DL:779-829); "edited" = in-sample
+    c.global_dh_seed = 0            # unused with image_paths
+    c.global_dh_paths = ()          # REQUIRED with global_dh_images > 0: training faces (e.g. CelebA-HQ train)
     c.num_images = 4
     c.data_seed = 12345             # unused with image_paths
     c.image_paths = ()              # REQUIRED: faces to edit (files or folders)

@@ -30,6 +30,50 @@ def _images(config, size):
     return synthfaces.generate(int(config.data_seed), int(config.num_images), size=size)[0]
 
 
+def _global_dh_set(config, size):
+    """The images the global Δh is averaged over (official: the first K *training* images, applied to test images,
+    Asyrp_official diffusion_latent.py:779-829) and a description for the report.
+
+    ``global_dh_set``: "separate" (default) = ``global_dh_paths`` if given, else SynthFaces with
+    ``global_dh_seed`` (default 0, the training split: asyrp_train's data_seed) — never the edited faces;
+    "edited" = the first K edited images (in-sample, the old behaviour). Returns ``(images [K,S,S,3] | None, text)``.
+    """
+    k = int(config.global_dh_images)
+    mode = config.get("global_dh_set", "separate")
+    if mode == "edited":
+        return None, f"the first {k} edited images (in-sample)"
+    if mode != "separate":
+        raise ValueError(f"config.global_dh_set must be 'separate' (official: training images) or 'edited', "
+                         f"got {mode!r}")
+    paths = list(config.get("global_dh_paths", ()))
+    if paths:
+        from jaxhspace.data.images import expand_image_paths, load_images
+
+        files = sorted(expand_image_paths(paths))[:k]
+        return load_images(files, size), f"{len(files)} images from global_dh_paths {paths}"
+    if config.image_paths:
+        raise ValueError("global_dh_images > 0 with image_paths: set config.global_dh_paths to training images (the "
+                         "official averages over the first K training images), or global_dh_set='edited' for the "
+                         "in-sample mean over the edited images, or global_dh_images=0")
+    seed = int(config.get("global_dh_seed", 0))
+    if seed == int(config.data_seed):
+        raise ValueError(f"global_dh_seed ({seed}) equals data_seed: the global Δh would be averaged over the edited "
+                         "faces; pick another seed or set global_dh_set='edited'")
+    from jaxhspace.data import synthfaces
+
+    return synthfaces.generate(seed, k, size=size)[0], f"{k} SynthFaces with seed {seed} (not the edited faces)"
+
+
+def _t_source(editors) -> int:
+    """Index of the editor whose meta gives t_edit / t_boost when ``config.t_edit`` / ``t_boost`` are -1: the
+    attribute with the highest cos(E_T(src), E_T(tgt)) (``cos_src_tgt``), as the official multi-attribute edit
+    (Asyrp_official diffusion_latent.py:630-655); the first editor if any editor's meta lacks the cosine."""
+    coss = [m.get("cos_src_tgt") for _, _, m in editors]
+    if len(coss) < 2 or any(c is None for c in coss):
+        return 0
+    return int(np.argmax(np.asarray(coss, np.float64)))
+
+
 def _column_stats(edits: np.ndarray, recon: np.ndarray, labels: list[str], probe_params=None,
                   target: str = "") -> list[dict]:
     """edits [K, B, H, W, C] -> per column mean |edit - recon| and, with the probe, every factor's change
@@ -55,12 +99,19 @@ def run(config, workdir: str) -> dict:
     size = unet.config.sample_size
     size = int(size if isinstance(size, int) else size[0])
     x0 = jnp.asarray(_images(config, size))
+    gset, gset_text = (None, None)
+    if config.global_dh_images > 0 and config.editor_paths:
+        gset, gset_text = _global_dh_set(config, size)                                # validated before inverting
     x_lat = ae.invert(unet, params, schedule, x0, int(config.n_inv))
+    if config.global_dh_images > 0 and config.editor_paths:
+        g_lat = x_lat[:int(config.global_dh_images)] if gset is None else ae.invert(
+            unet, params, schedule, jnp.asarray(gset), int(config.n_inv))
     scales = [0.0] + [float(s) for s in config.scales if float(s) != 0.0]
     labels = ["recon"] + [f"s={s:g}" for s in scales[1:]]
     key = jax.random.PRNGKey(int(config.seed))
     editors = [load_editor(require_asset(p)) for p in config.editor_paths]
-    meta0 = editors[0][2] if editors else {}
+    i_t = _t_source(editors)
+    meta0 = editors[i_t][2] if editors else {}
     t_edit = int(config.t_edit) if config.t_edit >= 0 else int(meta0.get("t_edit", 500))
     t_boost = int(config.t_boost) if config.t_boost >= 0 else int(meta0.get("t_boost", 200))
     common = dict(x_lat=x_lat, n_test=int(config.n_test), t_edit=t_edit, t_boost=t_boost, key=key)
@@ -92,12 +143,13 @@ def run(config, workdir: str) -> dict:
         table[f"edit_{i}"].append({"wall_s": time.time() - t0, "source": config.editor_paths[i],
                                    "n_train_step": n_train_of(meta)})
         if config.global_dh_images > 0:
-            k = min(int(config.global_dh_images), x_lat.shape[0])
-            dhs, ts = ae.collect_delta_h(unet, params, schedule, src, x_lat[:k], int(config.n_test), t_edit,
+            k = int(g_lat.shape[0])
+            dhs, ts = ae.collect_delta_h(unet, params, schedule, src, g_lat, int(config.n_test), t_edit,
                                          scale=1.0, n_train_step=n_train_of(meta))
             g = ae.delta_h_global(dhs)
             ae.save_delta_h(os.path.join(workdir, f"global_dh_{i}.npz"), g,
-                            meta={"editor": config.editor_paths[i], "images": k, "t_edit": t_edit})
+                            meta={"editor": config.editor_paths[i], "images": k, "t_edit": t_edit,
+                                  "averaged_over": gset_text})
             out = np.asarray(ae.asyrp_edit(unet, params, schedule, delta=ae.ConstantDelta(g), scales=scales,
                                            n_train_step=n_train_of(meta), **common))
             write(f"global_{i}", list(out), labels, targets[i])
@@ -129,7 +181,8 @@ def run(config, workdir: str) -> dict:
         write(f"delta_{j}", list(out), labels)
 
     metrics = {"task": "asyrp_edit", "model": source, "t_edit": t_edit, "t_boost": t_boost,
-               "n_inv": int(config.n_inv), "n_test": int(config.n_test), "scales": scales, "targets": targets, "grids": grids,
+               "t_from_editor": i_t if editors else None, "n_inv": int(config.n_inv), "n_test": int(config.n_test), "scales": scales, "targets": targets, "grids": grids,
+               "global_dh_averaged_over": gset_text,
                "columns": table, "wall_s": time.time() - t_all}
     write_metrics(workdir, metrics)
     return metrics

@@ -120,7 +120,8 @@ def run(config, workdir: str) -> dict:
                              text=f"Editors {', '.join(names)} (trained with the shipped tiny CLIP's directional loss); "
                                   f"edited for t ≥ t_edit = {m['t_edit']}, quality boosting below t_boost = "
                                   f"{m['t_boost']}; Δh scaled linearly; the global Δh is the editor's Δh averaged over "
-                                  "faces and timesteps and added as a constant.",
+                                  f"{m.get('global_dh_averaged_over') or 'faces'} and timesteps and added as a "
+                                  "constant.",
                              images=imgs, rows=table["asyrp_edit"]))
     if "pullback" in results:
         m = results["pullback"]
