@@ -156,7 +156,8 @@ def run(config, workdir: str) -> dict:
         for d, n in enumerate(names):
             for k, s in enumerate(config.scales):
                 scores.append({"direction": n, "scale": s, **factor_changes(probe_params, recon, E[d, k])})
-    metrics = {"task": "pca", "model": source, "prompt": world.prompt if world.is_latent else None, "timesteps": list(ts), "pc_std": stds.tolist(),
+    metrics = {"task": "pca", "model": source, "prompt": world.prompt if world.is_latent else None,
+               "timesteps": list(ts), "pc_std": stds.tolist(),
                "explained_variance_ratio": ratios, "columns": ["input", "reconstruction"] + labels,
                "edit_scores": scores, "grid": grid_png, "std_plot": plot, "wall_s": time.time() - t_start,
                "pca_source": config.get("pca_source", "synthfaces"), "num_pca_samples": int(H.shape[1]),

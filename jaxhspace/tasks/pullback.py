@@ -86,7 +86,8 @@ def run(config, workdir: str) -> dict:
     if probe_params is not None:
         for c, (d, s) in enumerate(combos):
             scores.append({"direction": d, "sign": s, **factor_changes(probe_params, recon, edited[c])})
-    metrics = {"task": "pullback", "model": source, "prompt": world.prompt if world.is_latent else None, "edit_t": t, "k": config.k, "svd_method": config.svd_method,
+    metrics = {"task": "pullback", "model": source, "prompt": world.prompt if world.is_latent else None,
+               "edit_t": t, "k": config.k, "svd_method": config.svd_method,
                "singular_values": svals, "jacobian_products": products, "svd_wall_s": svd_s,
                "columns": ["input", "reconstruction"] + [f"v{d}{'+' if s > 0 else '-'}" for d, s in combos],
                "edit_scores": scores, "grid": grid_path, "singular_value_plot": plot,
