@@ -1,4 +1,4 @@
-"""Haas et al. Jacobian directions (J = ∂ε/∂h) on test faces, applied as Δh = scale·σ_k·v_k.
+"""Haas et al. Jacobian directions (J = ∂ε/∂h) on test faces, applied as Δh_t = scale·σ_k(t)·v_k(t_J).
 
     python -m jaxhspace.main --config configs/haas.py --workdir runs/haas
 
@@ -11,6 +11,7 @@ import ml_collections
 def get_config():
     c = ml_collections.ConfigDict()
     c.task = "haas"
+    c.precision = "highest"     # float32 matmuls on TPU/GPU; "high"/"default" faster, less accurate
     c.model_path = ""
     c.seed = 0
     c.data_seed = 12345
@@ -21,6 +22,7 @@ def get_config():
     c.t_edit = 0               # apply at every step (Haas 'window=999'); set e.g. 500 for Asyrp-style
     c.t_boost = 0
     c.symmetric = True         # Haas default; False = Asyrp's asymmetric step
+    c.sigma_schedule = "per_step"  # official: Δh_t = scale·σ_k(t)·v_k(t_J); "constant": σ_k(t_J) at every step
     c.k = 3
     c.svd_tol = 1e-3
     c.svd_max_iters = 30

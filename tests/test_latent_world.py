@@ -141,7 +141,7 @@ def test_ldm_haas_and_pca_jobs(ldm, tmp_path):
     from jaxhspace.tasks.inputs import invert_to, load_world
 
     m = _job("jaxhspace.configs.ldm.haas", ldm, tmp_path / "haas", n_steps=4, jacobian_t=600, k=2, n_dirs=1,
-             num_images=1, svd_tol=1e-7, svd_max_iters=60)
+             num_images=1, svd_tol=1e-7, svd_max_iters=60, sigma_schedule="constant")  # J at the inverted x_t
     world = load_world(ml_collections.ConfigDict({"model_path": ldm, "seed": 0, "model_family": "latent"}))
     assert world.is_latent and world.image_size == 32
     x0 = synthfaces.generate(12345, 1, size=32)[0]

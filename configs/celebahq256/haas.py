@@ -16,6 +16,7 @@ import ml_collections
 def get_config():
     c = ml_collections.ConfigDict()
     c.task = "haas"
+    c.precision = "highest"     # float32 matmuls on TPU/GPU; "high"/"default" faster, less accurate
     c.model_path = "/path/to/ddpm-ema-celebahq-256"   # REQUIRED: diffusers folder or official .ckpt/.pt
     c.model_format = "auto"      # auto | diffusers | ddpm_ckpt | guided_diffusion: a .ckpt/.pt converts into
                                  # workdir/converted (jaxhspace.checkpoints.auto_convert), reused while unchanged

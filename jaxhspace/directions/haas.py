@@ -3,17 +3,28 @@
 The official code runs power iteration on JJᵀ in ε-space with sequential deflation, k = 3, and returns
 the h-space right singular vectors Jᵀu/σ (``shared/reference/haas_official.md`` §2). Here the same
 matrix-free engine as the pullback gives all k at once; ``v`` (input side) lives in H and is what gets
-added as Δh (scaled by σ_k(t), as Haas' ``apply_svals``).
+added as Δh.
+
+Official edit (``get_direction`` / ``power_direction_overview`` with ``global_at_idx`` and ``apply_svals``,
+renhaa/semantic-diffusion@91f0a15:editing/direction_plotter.py:113-121): the vector v_k of ONE timestep t_J is
+repeated at every step, and step t is multiplied by THAT step's σ_k(t), i.e. Δh_t = scale·σ_k(t)·v_k(t_J), with
+σ_k(t) from the SVD at every step of the unedited trajectory (editing/jacobian.py:199-223).
+:func:`haas_trajectory_svd` computes those σ_k(t) and :func:`haas_schedule_delta` builds the per-step Δh table;
+a constant Δh = scale·σ_k(t_J)·v_k(t_J) is the non-official ``sigma_schedule="constant"`` of the haas job.
 """
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxhspace.directions._solve import top_k_svd
 from jaxhspace.directions.pullback import _check_image
 from jaxhspace.geometry.operators import JacobianOperator
+from jaxhspace.diffusion.ddim import ddim_step
+from jaxhspace.diffusion.schedule import alpha_bar
 from jaxhspace.geometry.svd import SVDResult
-from jaxhspace.models.functional import encode_fn, eps_of_h
+from jaxhspace.models.functional import encode_fn, eps_fn, eps_of_h
 
 
 def haas_operator(model, params, x_t, t, chunk_size=None, compute_dtype=None) -> JacobianOperator:
@@ -37,3 +48,57 @@ def haas_jacobian(model, params, x_t, t, k: int, key, method: str = "lanczos", c
     """
     op = haas_operator(model, params, x_t, t, chunk_size, compute_dtype)
     return top_k_svd(op, k, key, method, **svd_kwargs)
+
+
+def haas_trajectory_svd(model, params, schedule, x_T, timesteps, k: int, key, method: str = "lanczos",
+                        chunk_size=None, compute_dtype=None, **svd_kwargs) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k SVD of J = ∂ε/∂h at every step of the unedited DDIM (η = 0) trajectory from ``x_T``.
+
+    The official ``calc_power_dirs`` walks the reverse process from x_T and takes the SVD at each of its
+    timesteps (editing/jacobian.py:199-223; its η = 1 walk draws fresh noise, here the walk is deterministic).
+    Step i is at t = timesteps[i] and moves to timesteps[i + 1] (ᾱ = 1 after the last).
+
+    Args:
+      x_T: [H, W, C] one latent (e.g. the DDIM inversion of a face); timesteps: [S] strictly descending ints.
+      k: singular triplets per step (small k: one cheap solve per step). Other args as :func:`haas_jacobian`
+        (step i uses ``fold_in(key, i)``).
+
+    Returns:
+      ``(s [S, k], v [S, k, h, w, Cmid])``: σ_k(t) and the unit h-space right singular vectors at every step.
+    """
+    ts = np.asarray(timesteps, np.int64).reshape(-1)
+    if ts.size == 0 or np.any(np.diff(ts) >= 0):
+        raise ValueError(f"timesteps must be a non-empty strictly descending list, got {ts.tolist()}")
+    f = jax.jit(eps_fn(model, params))
+    x = jnp.asarray(x_T, jnp.float32)[None]
+    ss, vs = [], []
+    for i, t in enumerate(ts):
+        res = haas_jacobian(model, params, x[0], int(t), k, jax.random.fold_in(key, i), method, chunk_size,
+                            compute_dtype, **svd_kwargs)
+        ss.append(np.asarray(res.s))
+        vs.append(np.asarray(res.v))
+        a_prev = alpha_bar(schedule, int(ts[i + 1])) if i + 1 < ts.size else 1.0
+        x = ddim_step(x, f(x, jnp.full((1,), int(t))), alpha_bar(schedule, int(t)), a_prev)
+    return np.stack(ss), np.stack(vs)
+
+
+def haas_schedule_delta(s, v, timesteps, t_index: int, directions, sigma_schedule: str = "per_step"):
+    """Δh tables of the official Haas edit: row t = σ_d(t)·v_d(t_J) (``"per_step"``), or σ_d(t_J)·v_d(t_J) at
+    every step (``"constant"``, not the official scaling).
+
+    Args:
+      s: [S, k] σ along the grid; v: [S, k, h, w, C] unit vectors (only row ``t_index`` is used);
+      timesteps: [S] the grid; t_index: the row of t_J; directions: the d's to build.
+
+    Returns:
+      a stacked :class:`~jaxhspace.editing.asyrp_edit.TableDelta` (leading axis = ``len(directions)``), table
+      ``[D, S, h, w, C]``, for ``asyrp_edit(..., stacked=True)``.
+    """
+    from jaxhspace.editing.asyrp_edit import TableDelta
+
+    s, v = np.asarray(s, np.float32), np.asarray(v, np.float32)
+    if sigma_schedule not in ("per_step", "constant"):
+        raise ValueError(f"sigma_schedule must be 'per_step' (official) or 'constant', got {sigma_schedule!r}")
+    sig = s if sigma_schedule == "per_step" else np.broadcast_to(s[t_index], s.shape)  # [S, k]
+    table = np.stack([sig[:, d, None, None, None] * v[t_index, d][None] for d in directions])  # [D, S, h, w, C]
+    return TableDelta(jnp.asarray(table), tuple(int(t) for t in np.asarray(timesteps).reshape(-1)))

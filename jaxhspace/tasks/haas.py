@@ -1,6 +1,11 @@
-"""Job ``haas``: Haas et al.'s Jacobian directions J = ∂ε/∂h per test face at one timestep, applied as
-Δh = scale·σ_k·v_k (their ``apply_svals`` with ``global_at_idx``: one timestep's vector, used at every
-edited step). Grid rows: images; columns: input, reconstruction, then directions × scales.
+"""Job ``haas``: Haas et al.'s Jacobian directions J = ∂ε/∂h per test face, applied as their ``get_direction`` with
+``global_at_idx`` and ``apply_svals`` (direction_plotter.py:113-121): the unit vector v_k(t_J) of ONE timestep
+t_J = ``jacobian_t`` is used at every edited step t, multiplied by that step's σ_k(t):
+Δh_t = scale·σ_k(t)·v_k(t_J) (``sigma_schedule="per_step"``, the default). σ_k(t) comes from one top-k SVD per
+edited grid step along the unedited DDIM trajectory from the inverted x_T (:func:`haas_trajectory_svd`).
+``sigma_schedule="constant"`` instead uses σ_k(t_J) at every step (one SVD at the inverted x_{t_J}; not the
+official scaling: σ_k(t) varies up to ~3× over t on the shipped DDPM). Grid rows: images; columns: input,
+reconstruction, then directions × scales.
 
 Haas' edits are symmetric (edited ε in both DDIM terms) by default; ``config.symmetric=False`` gives
 Asyrp's asymmetric step instead. Their directions are image-specific, so each face gets its own.
@@ -17,7 +22,9 @@ from tqdm import tqdm
 
 from jaxhspace.data.images import save_grid
 from jaxhspace.data.plots import save_line_plot
+from jaxhspace.diffusion.schedule import asyrp_timesteps
 from jaxhspace.directions import haas_jacobian
+from jaxhspace.directions.haas import haas_schedule_delta, haas_trajectory_svd
 from jaxhspace.editing.asyrp_edit import ConstantDelta, asyrp_edit, invert, stack_deltas
 from jaxhspace.editing.scoring import factor_changes, load_default_probe
 from jaxhspace.tasks.common import write_metrics
@@ -26,24 +33,46 @@ from jaxhspace.tasks.inputs import invert_to, load_world, test_images
 
 def run(config, workdir: str) -> dict:
     """See the module docstring; fields in ``configs/haas.py``."""
+    mode = config.get("sigma_schedule", "per_step")
+    if mode not in ("per_step", "constant"):
+        raise ValueError(f"config.sigma_schedule must be 'per_step' (official σ_k(t) per step) or 'constant', "
+                         f"got {mode!r}")
     world = load_world(config)
     model, params, schedule, source = world.model, world.params, world.schedule, world.source
+    grid = asyrp_timesteps(config.n_steps, schedule.num_train_timesteps - 1)[::-1]
+    edited = [int(g) for g in grid if g >= config.t_edit]                             # steps that get Δh
+    t_j = int(grid[np.argmin(np.abs(grid - config.jacobian_t))])                      # = invert_to's grid point
+    if mode == "per_step" and t_j not in edited:
+        raise ValueError(f"jacobian_t={config.jacobian_t} (grid point {t_j}) is below t_edit={config.t_edit}: with "
+                         "sigma_schedule='per_step' the vector is taken on the edited steps; lower t_edit")
     x0 = jnp.asarray(test_images(config, world))
     z0 = world.to_x(x0)                                                                # pixels or latents
     t_start = time.time()
-    x_t, t, _ = invert_to(model, params, schedule, z0, config.n_steps, config.jacobian_t)
+    x_t, t = None, t_j
+    if mode == "constant":                                                             # J at the inverted x_{t_J}
+        x_t, t, _ = invert_to(model, params, schedule, z0, config.n_steps, config.jacobian_t)
     x_lat = invert(model, params, schedule, z0, config.n_steps)
     key = jax.random.PRNGKey(config.seed)
     kw = dict(n_test=config.n_steps, t_edit=config.t_edit, t_boost=config.t_boost, symmetric=config.symmetric,
               key=key)
     recon = world.to_images(asyrp_edit(model, params, schedule, x_lat=x_lat, **kw)[0])  # [B, H, W, 3]
-    svals, products, edits = [], [], []
+    svals, products, edits, schedules = [], [], [], []
     for i in tqdm(range(x0.shape[0]), desc="haas dε/dh SVD + edits"):
-        res = haas_jacobian(model, params, x_t[i], t, config.k, jax.random.fold_in(key, i),
-                            tol=config.svd_tol, max_iters=config.svd_max_iters)
-        svals.append(np.asarray(res.s).tolist())
-        products.append(res.n_products)
-        deltas = stack_deltas([ConstantDelta(res.s[d] * res.v[d]) for d in range(config.n_dirs)])
+        if mode == "per_step":
+            s_t, v_t = haas_trajectory_svd(model, params, schedule, x_lat[i], edited, config.k,
+                                           jax.random.fold_in(key, i), tol=config.svd_tol,
+                                           max_iters=config.svd_max_iters)             # [S, k], [S, k, h, w, C]
+            j = edited.index(t)
+            svals.append(s_t[j].tolist())
+            schedules.append(s_t[:, :config.n_dirs].T.tolist())                       # [n_dirs, S]
+            products.append(None)
+            deltas = haas_schedule_delta(s_t, v_t, edited, j, range(config.n_dirs), "per_step")
+        else:
+            res = haas_jacobian(model, params, x_t[i], t, config.k, jax.random.fold_in(key, i),
+                                tol=config.svd_tol, max_iters=config.svd_max_iters)
+            svals.append(np.asarray(res.s).tolist())
+            products.append(res.n_products)
+            deltas = stack_deltas([ConstantDelta(res.s[d] * res.v[d]) for d in range(config.n_dirs)])
         out = asyrp_edit(model, params, schedule, x_lat=x_lat[i:i + 1], delta=deltas, scales=config.scales,
                          stacked=True, image_ids=[i], **kw)                           # [D, K, 1, H, W, C]
         edits.append(world.to_images(np.asarray(out)[:, :, 0]))
@@ -60,6 +89,8 @@ def run(config, workdir: str) -> dict:
             for k, s in enumerate(config.scales):
                 scores.append({"direction": d, "scale": s, **factor_changes(probe_params, recon, E[d, k])})
     metrics = {"task": "haas", "model": source, "prompt": world.prompt if world.is_latent else None, "jacobian_t": t, "k": config.k, "symmetric": config.symmetric,
+               "sigma_schedule": mode, "sigma_schedule_timesteps": edited if mode == "per_step" else None,
+               "sigma_per_step": schedules if mode == "per_step" else None,
                "singular_values": svals, "jacobian_products": products, "columns": ["input", "reconstruction"] + labels,
                "edit_scores": scores, "grid": grid, "singular_value_plot": plot, "wall_s": time.time() - t_start}
     write_metrics(workdir, metrics)
