@@ -189,6 +189,25 @@ def test_collect_delta_h_global_and_scaling(world):
     np.testing.assert_allclose(np.asarray(dhs[:, 0]), np.asarray(editor.apply({"params": ep}, h, temb)), atol=1e-5)
     g = ae.delta_h_global(dhs)
     np.testing.assert_allclose(np.asarray(g), np.asarray(dhs).mean((0, 1)), atol=1e-6)
+    # every row against an independent step-by-step torch collection (official DL:612-623: Δh recorded along the
+    # edited trajectory, which moves by the asymmetric step with ε̃ = ε(h + c·Δh)); c = 1 and c = 2.5
+    tm, te = world["tm"], world["te"]
+    tps = list(ts[1:]) + [428]
+    for scale in (1.0, 2.5):
+        dhs_s = np.asarray(ae.collect_delta_h(unet, params, SCHED, ae.EditorDelta(ep, editor), x_lat, N, t_edit=500,
+                                              scale=scale)[0]) if scale != 1.0 else np.asarray(dhs)
+        x = np.asarray(x_lat, np.float64)
+        for i, (t, tp) in enumerate(zip(ts, tps)):
+            eps_t, h_t = torch_forward(tm, x.astype(np.float32), np.full((2,), int(t)))
+            with torch.no_grad():
+                temb_t = tm.time_embedding(tm.time_proj(torch.full((2,), int(t))))
+                dh = te(torch.from_numpy(h_t.transpose(0, 3, 1, 2).copy()), temb_t).numpy().transpose(0, 2, 3, 1)
+            np.testing.assert_allclose(dhs_s[:, i], dh, atol=2e-4, err_msg=f"row {i} (t={t}), scale {scale}")
+            eps_e, _ = torch_forward(tm, x.astype(np.float32), np.full((2,), int(t)), scale * dh)
+            x = official_step_np(x, eps_t.astype(np.float64), eps_e.astype(np.float64), AC64[int(t)],
+                                 AC64[int(tp)], 0.0, None)
+        if scale != 1.0:
+            assert np.abs(dhs_s[:, -1] - np.asarray(dhs)[:, -1]).max() > 1e-3  # the scale moves the trajectory
 
 
 def test_bad_inputs_raise(world, tmp_path):
