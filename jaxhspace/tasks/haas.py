@@ -88,7 +88,8 @@ def run(config, workdir: str) -> dict:
         for d in range(config.n_dirs):
             for k, s in enumerate(config.scales):
                 scores.append({"direction": d, "scale": s, **factor_changes(probe_params, recon, E[d, k])})
-    metrics = {"task": "haas", "model": source, "prompt": world.prompt if world.is_latent else None, "jacobian_t": t, "k": config.k, "symmetric": config.symmetric,
+    metrics = {"task": "haas", "model": source, "prompt": world.prompt if world.is_latent else None,
+               "jacobian_t": t, "k": config.k, "symmetric": config.symmetric,
                "sigma_schedule": mode, "sigma_schedule_timesteps": edited if mode == "per_step" else None,
                "sigma_per_step": schedules if mode == "per_step" else None,
                "singular_values": svals, "jacobian_products": products, "columns": ["input", "reconstruction"] + labels,
