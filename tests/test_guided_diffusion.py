@@ -114,10 +114,10 @@ def test_delta_h_matches_reference_with_dh_added_to_middle_block_output(converte
     assert np.abs(out_ref - _torch_run(ref, x, t, y)[0]).max() > 1e-2  # the edit changes the output
 
 
+# one learned-sigma config suffices (the Jacobian helpers take unconditional models)
+@pytest.mark.parametrize("converted", ["new_order"], indirect=True)
 def test_samplers_and_jacobians_use_the_eps_channels(converted, tmp_path):
     name, cfg, ref, model, params, _, d = converted
-    if name != "new_order":
-        pytest.skip("one learned-sigma config suffices (the Jacobian helpers take unconditional models)")
     x, t, _ = _inputs(cfg, b=1)
     schedule = schedule_from_config(json.load(open(os.path.join(d, "conv", "scheduler_config.json"))))
     # one DDIM inversion step 0 -> 500 against the same step with the reference's first 3 channels
