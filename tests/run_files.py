@@ -21,7 +21,9 @@ import time
 def _run(path: str, args: list[str]) -> tuple[str, int, str, float]:
     t0 = time.time()
     # a base temp folder of its own per file: concurrent pytest processes never clean up each other's tmp_path
-    base = os.path.join(tempfile.gettempdir(), "jaxhspace-tests", os.path.splitext(os.path.basename(path))[0])
+    parent = os.path.join(tempfile.gettempdir(), "jaxhspace-tests")
+    os.makedirs(parent, exist_ok=True)  # pytest creates --basetemp itself, but not its parent
+    base = os.path.join(parent, os.path.splitext(os.path.basename(path))[0])
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", f"--basetemp={base}", path, *args],
                           capture_output=True, text=True)
     return path, proc.returncode, proc.stdout + proc.stderr, time.time() - t0
