@@ -18,3 +18,18 @@ class Bottleneck(NamedTuple):
     h: jnp.ndarray
     skips: tuple
     temb: jnp.ndarray
+
+
+def add_delta_h(h: jnp.ndarray, delta_h) -> jnp.ndarray:
+    """``h + delta_h`` (Asyrp's edit of the bottleneck); ``delta_h`` must broadcast to ``h``'s shape, else ValueError.
+    ``None`` returns ``h`` unchanged."""
+    if delta_h is None:
+        return h
+    delta_h = jnp.asarray(delta_h)
+    try:
+        ok = jnp.broadcast_shapes(h.shape, delta_h.shape) == h.shape
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(f"delta_h of shape {delta_h.shape} does not broadcast to h of shape {h.shape}")
+    return h + delta_h.astype(h.dtype)

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxhspace.models.blocks import conv, dense, group_norm
-from jaxhspace.models.bottleneck import Bottleneck
+from jaxhspace.models.bottleneck import Bottleneck, add_delta_h
 from jaxhspace.models.embeddings import get_timestep_embedding
 
 Array = jnp.ndarray
@@ -473,13 +473,5 @@ class GuidedUNetModel(nn.Module):
         labels ``y`` iff class-conditional; optional ``delta_h`` (broadcastable to h) is added to the
         ``middle_block`` output and decoded with the unedited skips."""
         h, skips, temb = self.encode(x, t, y)
-        if delta_h is not None:
-            delta_h = jnp.asarray(delta_h)
-            try:
-                ok = jnp.broadcast_shapes(h.shape, delta_h.shape) == h.shape
-            except ValueError:
-                ok = False
-            if not ok:
-                raise ValueError(f"delta_h of shape {delta_h.shape} does not broadcast to h of shape {h.shape}")
-            h = h + delta_h.astype(h.dtype)
+        h = add_delta_h(h, delta_h)
         return self.decode(h, skips, temb)

@@ -13,7 +13,7 @@ from typing import Any, Optional, Union
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxhspace.models.bottleneck import Bottleneck
+from jaxhspace.models.bottleneck import Bottleneck, add_delta_h
 from jaxhspace.models.blocks import (
     SUPPORTED_ACTIVATIONS, AttnDownBlock2D, AttnUpBlock2D, DownBlock2D, UNetMidBlock2D, UpBlock2D, conv, group_norm)
 from jaxhspace.models.embeddings import GaussianFourierProjection, TimestepEmbedding, Timesteps
@@ -363,13 +363,5 @@ class UNet2DModel(nn.Module):
         """Predict eps. x ``[B, H, W, C]`` NHWC in [-1, 1]; t ``[B]`` or scalar; optional ``delta_h``
         (``[B, h, w, C_mid]`` or broadcastable) added to the h-space. Returns eps ``[B, H, W, C_out]``."""
         h, skips, temb = self.encode(x, t)
-        if delta_h is not None:
-            delta_h = jnp.asarray(delta_h)
-            try:
-                ok = jnp.broadcast_shapes(h.shape, delta_h.shape) == h.shape
-            except ValueError:
-                ok = False
-            if not ok:
-                raise ValueError(f"delta_h of shape {delta_h.shape} does not broadcast to h of shape {h.shape}")
-            h = h + delta_h.astype(h.dtype)
+        h = add_delta_h(h, delta_h)
         return self.decode(h, skips, temb)

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from jaxhspace.models.blocks import (
     SUPPORTED_ACTIVATIONS, DownBlock2D, Downsample2D, ResnetBlock2D, UpBlock2D, Upsample2D, conv, get_activation,
     group_norm)
-from jaxhspace.models.bottleneck import Bottleneck
+from jaxhspace.models.bottleneck import Bottleneck, add_delta_h
 from jaxhspace.models.embeddings import TimestepEmbedding, Timesteps
 from jaxhspace.models.transformer import Transformer2DModel
 
@@ -519,13 +519,5 @@ class UNet2DConditionModel(nn.Module):
         ``[B or 1, M, cross_attention_dim]``; optional ``delta_h`` (``[B, h, w, C_mid]`` or broadcastable) added to
         the h-space. Returns eps ``[B, H, W, C_out]`` float32."""
         h, skips, temb = self.encode(x, t, encoder_hidden_states)
-        if delta_h is not None:
-            delta_h = jnp.asarray(delta_h)
-            try:
-                ok = jnp.broadcast_shapes(h.shape, delta_h.shape) == h.shape
-            except ValueError:
-                ok = False
-            if not ok:
-                raise ValueError(f"delta_h of shape {delta_h.shape} does not broadcast to h of shape {h.shape}")
-            h = h + delta_h.astype(h.dtype)
+        h = add_delta_h(h, delta_h)
         return self.decode(h, skips, temb, encoder_hidden_states)
