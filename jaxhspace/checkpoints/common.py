@@ -21,6 +21,7 @@ attribute in diffusers) is not mistaken for a list element.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -280,13 +281,42 @@ def params_to_state_dict(params: Mapping, list_names: Iterable[str],
 # ----------------------------------------------------------------------------------------------
 # Writing
 # ----------------------------------------------------------------------------------------------
+NO_SPACE_ERRNOS = tuple(getattr(errno, n) for n in ("ENOSPC", "EDQUOT") if hasattr(errno, n))
+
+
+def no_space_error(exc: BaseException, dst: str):
+    """A :class:`jaxhspace.errors.JaxhspaceError` for a full disk / quota (``OSError`` ENOSPC or EDQUOT, also when
+    wrapped by a library as its ``__cause__`` / ``__context__``) while writing ``dst``, else None. The message says
+    that nothing was written at ``dst`` (callers remove their temporaries first)."""
+    from jaxhspace.errors import JaxhspaceError
+
+    seen, e = set(), exc
+    while e is not None and id(e) not in seen:
+        if isinstance(e, JaxhspaceError):
+            return None
+        if isinstance(e, OSError) and e.errno in NO_SPACE_ERRNOS:
+            folder = os.path.dirname(os.path.abspath(dst)) or "."
+            try:
+                free = shutil.disk_usage(folder).free
+                free_txt = f"{free / 2**20:.1f} MiB free there now"
+            except OSError:
+                free_txt = "free space unknown"
+            return JaxhspaceError(f"no space left on the device while writing {dst} ({e.strerror or e}; "
+                                  f"{free_txt}): nothing was written there and the partial temporary files were "
+                                  "removed. Free some space (or choose another destination) and run again.")
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
+
+
 @contextlib.contextmanager
 def atomic_directory(dst: str, overwrite: bool = False):
     """Yield a fresh temporary folder beside ``dst``; rename it to ``dst`` only if the block succeeds.
 
     An interrupted or failed write leaves nothing at ``dst`` (and removes the temporary folder); temporaries of a
     killed earlier write are removed first (:func:`remove_stale_temporaries`). The folder gets the mode the process
-    umask gives a new folder (not mkdtemp's 0700).
+    umask gives a new folder (not mkdtemp's 0700). A full disk (ENOSPC / EDQUOT) raises a
+    :class:`jaxhspace.errors.JaxhspaceError` saying so (:func:`no_space_error`) instead of the raw OSError.
     """
     dst = os.path.abspath(dst)
     if os.path.exists(dst) and not overwrite:
@@ -303,8 +333,11 @@ def atomic_directory(dst: str, overwrite: bool = False):
         if os.path.exists(dst):
             shutil.rmtree(dst)
         os.rename(tmp, dst)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        err = no_space_error(e, dst)
+        if err is not None:
+            raise err from e
         raise
 
 

@@ -236,6 +236,59 @@ def _check_x(x):
     return x
 
 
+def check_values(x, name: str, images: bool = False) -> None:
+    """Host-side entry check of an input array (once per call, before any model evaluation): NaN / inf, and, with
+    ``images=True``, images given as 0..255 pixel values instead of [-1, 1] (all values >= 0 and some above 1.5;
+    latents and [-1, 1] images are never all non-negative with such a maximum).
+
+    Costs one reduction and one transfer of two scalars; skipped for traced ``x`` (inside a caller's ``jit`` /
+    ``vmap``), so nothing runs per step. Raises :class:`jaxhspace.errors.JaxhspaceError` naming ``name``.
+    """
+    if isinstance(x, jax.core.Tracer):
+        return
+    x = jnp.asarray(x)
+    if x.size == 0:
+        return
+    lo, hi = (float(v) for v in jax.device_get((jnp.min(x), jnp.max(x))))
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        from jaxhspace.errors import JaxhspaceError
+
+        n = int(jnp.sum(~jnp.isfinite(x)))
+        raise JaxhspaceError(f"{name} contains NaN or inf ({n} of {x.size} values); pass finite values (check the "
+                             "images / latents it was computed from).")
+    if images and lo >= 0.0 and hi > 1.5:
+        from jaxhspace.errors import JaxhspaceError
+
+        raise JaxhspaceError(f"{name} has values in [{lo:g}, {hi:g}]: it looks like 0..255 pixel values, but images "
+                             "must lie in [-1, 1]; pass x / 127.5 - 1 (jaxhspace.data.images.load_images reads image "
+                             "files in [-1, 1]).")
+
+
+def check_timesteps(timesteps, schedule: Schedule, name: str = "timesteps", allow_final: bool = False) -> None:
+    """Host-side check that model timesteps are finite and lie in [0, num_train_timesteps) (with ``allow_final``,
+    -1 = ᾱ 1 is also allowed, as for a previous timestep). Raises :class:`jaxhspace.errors.JaxhspaceError`."""
+    if isinstance(timesteps, jax.core.Tracer):
+        return
+    t = np.asarray(timesteps).reshape(-1)
+    if t.size == 0:
+        return
+    T = int(schedule.num_train_timesteps)
+    lo = -1 if allow_final else 0
+    if not np.issubdtype(t.dtype, np.number) or np.issubdtype(t.dtype, np.complexfloating):
+        bad = t[:3]
+    else:
+        t = t.astype(np.float64)
+        bad = t[~np.isfinite(t) | (t < lo) | (t >= T)]
+    if bad.size:
+        from jaxhspace.errors import JaxhspaceError
+
+        raise JaxhspaceError(
+            f"{name} must be integers in [{lo}, {T}) (the schedule's num_train_timesteps = {T}"
+            f"{'; -1 means ᾱ = 1' if allow_final else ''}); got {', '.join(str(v) for v in bad[:5])}"
+            f"{' ...' if bad.size > 5 else ''}. Build grids with ddim_timesteps(n, num_train_timesteps={T}) or "
+            f"asyrp_timesteps(n, t0={T - 1}).")
+
+
 def _prepare_noise(stochastic, key, noise, n_steps, x):
     if not stochastic:
         return None, None
@@ -284,8 +337,16 @@ def ddim_sample(
 
     Returns:
       x_0 [B, H, W, C] (and the trajectory dict if requested).
+
+    Raises:
+      JaxhspaceError (a ValueError), before any model call: timesteps outside [0, num_train_timesteps) or not
+      finite, NaN / inf in a concrete ``x_T`` (:func:`check_timesteps`, :func:`check_values`).
     """
     x_T = _check_x(x_T)
+    check_timesteps(timesteps, schedule)
+    if prev_timesteps is not None:
+        check_timesteps(prev_timesteps, schedule, "prev_timesteps", allow_final=True)
+    check_values(x_T, "x_T")
     if prev_timesteps is None:
         ts, tps = sampling_pairs(timesteps)
     else:
@@ -349,9 +410,15 @@ def ddim_invert(
 
     Returns:
       x_lat [B, H, W, C] at t = seq[-1] (x0 itself if n = 1), and the trajectory if requested.
+
+    Raises:
+      JaxhspaceError (a ValueError), before any model call: timesteps outside [0, num_train_timesteps), NaN / inf
+      in a concrete ``x0``, or ``x0`` in 0..255 instead of [-1, 1] (:func:`check_values` with ``images=True``).
     """
     x0 = _check_x(x0)
+    check_timesteps(timesteps, schedule)
     ts, tns = inversion_pairs(timesteps)
+    check_values(x0, "x0", images=True)
     if ts.size == 0:
         return (x0, {"x": x0[None][:0], "pred_x0": x0[None][:0], "t": ts, "t_next": tns}) if return_trajectory else x0
     per_step = (ts.astype(np.int32), alpha_bar(schedule, ts), alpha_bar(schedule, tns))

@@ -48,7 +48,7 @@ from flax import struct
 from jax import lax
 
 from jaxhspace.diffusion.asyrp import asyrp_reverse, asyrp_step
-from jaxhspace.diffusion.ddim import ddim_invert
+from jaxhspace.diffusion.ddim import check_values, ddim_invert
 from jaxhspace.diffusion.schedule import Schedule, alpha_bar, asyrp_timesteps, sampling_pairs
 from jaxhspace.models.editor import DeltaBlock
 from jaxhspace.models.functional import decode_fn, encode_fn
@@ -173,8 +173,42 @@ def check_delta_h(delta_h, hspace_shape: tuple[int, int, int], name: str = "delt
     return a
 
 
+_DELTA_KINDS = ("EditorDelta(params, module), ConstantDelta(delta_h [h,w,C]), TableDelta(table [S,h,w,C], timesteps), "
+                "CombinedDelta(parts, coeffs), or a flax.struct dataclass with __call__(h, temb, t) -> Δh")
+
+
+def check_delta_type(delta, name: str = "delta") -> None:
+    """Raise a :class:`jaxhspace.errors.JaxhspaceError` unless ``delta`` is a Δh source: callable as
+    ``delta(h, temb, t)`` and a pytree whose leaves are arrays (it is a traced argument of the jitted edit)."""
+    from jaxhspace.errors import JaxhspaceError
+
+    if isinstance(delta, (tuple, list)):
+        hint = (" A (module, params) / (params, module) pair from load_editor is passed as "
+                "EditorDelta(params=params, module=editor); several sources go in stack_deltas([...]) with "
+                "stacked=True or in CombinedDelta.")
+        raise JaxhspaceError(f"{name} is a {type(delta).__name__} of {len(delta)} items, not a Δh source; pass one of "
+                             f"{_DELTA_KINDS}.{hint}")
+    if isinstance(delta, (np.ndarray, jax.Array, np.generic, int, float)):
+        raise JaxhspaceError(f"{name} is an array of shape {np.shape(delta)}, not a Δh source: wrap a Δh [h, w, C] "
+                             "in ConstantDelta(delta_h), or a per-timestep table [S, h, w, C] in TableDelta(table, "
+                             "timesteps).")
+    if not callable(delta):
+        raise JaxhspaceError(f"{name} of type {type(delta).__name__} is not a Δh source; pass one of {_DELTA_KINDS}.")
+    bad = [type(leaf).__name__ for leaf in jax.tree_util.tree_leaves(delta)
+           if not isinstance(leaf, (np.ndarray, jax.Array, np.generic, int, float, bool))]
+    if bad:
+        kinds = ", ".join(sorted(set(bad)))
+        raise JaxhspaceError(f"{name} of type {type(delta).__name__} has non-array leaves ({kinds}): a plain "
+                             "function or object cannot be a traced argument of the jitted edit; pass one of "
+                             f"{_DELTA_KINDS} (arrays as fields, modules as static fields).")
+    if isinstance(delta, CombinedDelta):
+        for i, part in enumerate(delta.parts):
+            check_delta_type(part, f"{name}.parts[{i}]")
+
+
 def _check_source(delta, hs: tuple[int, int, int], stacked: bool, temb_dim: int):
     """Static validation of a Δh source against the h-space shape (leading D axis dropped if ``stacked``)."""
+    check_delta_type(delta)
     lead = 1 if stacked else 0
     if isinstance(delta, ConstantDelta):
         a = np.asarray(delta.delta_h)
@@ -303,8 +337,7 @@ def _check_images(unet, x, name):
     c = unet.config
     if x.ndim != 4 or x.shape[-1] != c.in_channels:
         raise ValueError(f"{name} must be [B, H, W, {c.in_channels}] (NHWC), got shape {x.shape}")
-    if not isinstance(x, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(x))):
-        raise ValueError(f"{name} contains NaN or inf")
+    check_values(x, name, images=name == "x0")  # NaN / inf; x0 given as 0..255 (host-side, once per call)
     return x
 
 
@@ -377,8 +410,12 @@ def asyrp_edit(
       edits ``[K, B, H, W, C]`` (``[D, K, B, H, W, C]`` if stacked), and x_lat if ``return_latent``.
 
     Raises:
-      ValueError: wrong image / Δh shapes, NaN in Δh, a table missing an edited timestep, bad grids.
+      ValueError: wrong image / Δh shapes, NaN in Δh, a table missing an edited timestep, bad grids; a
+      JaxhspaceError (a ValueError) before the inversion for a ``delta`` that is not a Δh source (e.g. a tuple),
+      NaN / inf in ``x0`` / ``x_lat``, or ``x0`` in 0..255.
     """
+    if delta is not None:
+        check_delta_type(delta)  # before the inversion
     if x_lat is None:
         if x0 is None:
             raise ValueError("pass x0 (images to invert) or x_lat (precomputed latents)")
@@ -442,6 +479,7 @@ def collect_delta_h(unet, params, schedule: Schedule, delta: DeltaSource, x_lat:
     Returns:
       ``(delta_hs [N, S, h, w, C], timesteps [S])`` with timesteps descending (the edited grid points).
     """
+    check_delta_type(delta)
     x_lat = _check_images(unet, x_lat, "x_lat")
     grid = asyrp_timesteps(n_test, schedule.num_train_timesteps - 1)[::-1]
     ts, tps = sampling_pairs(grid)

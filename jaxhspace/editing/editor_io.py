@@ -1,6 +1,6 @@
 """Load / save Asyrp editors (:class:`~jaxhspace.models.editor.DeltaBlock`).
 
-Our folder format (written atomically by :func:`save_editor`)::
+Our folder format (written atomically by :func:`save_editor`, with jaxhspace's export marker)::
 
     DST/config.json         {"_jaxhspace_format": "asyrp_editor", "editor": EditorConfig fields, "meta": {...}}
     DST/editor.safetensors  float32 state dict with the *official* names and PyTorch layout
@@ -33,8 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxhspace.checkpoints.common import (
-    atomic_directory, flax_path_to_torch_key, params_to_state_dict, read_json, read_state_dict,
-    save_state_dict_safetensors, state_dict_to_params, write_json)
+    flax_path_to_torch_key, params_to_state_dict, read_json, read_state_dict, save_state_dict_safetensors,
+    state_dict_to_params, verify_checksums, write_json)
 from jaxhspace.models.editor import DeltaBlock, EditorConfig, editor_param_shapes
 
 FORMAT_KEY = "_jaxhspace_format"
@@ -172,25 +172,75 @@ def read_official_checkpoint(path: str, layer: int | str = 0, allow_pickle: bool
     return sd, info
 
 
+def _is_plain_editor_folder(folder: str, files: list[str]) -> bool:
+    """True for an editor folder that :func:`save_editor` wrote before it added an export marker: exactly
+    ``config.json`` (our format key) and ``editor.safetensors``."""
+    if set(files) != {"config.json", WEIGHTS}:
+        return False
+    try:
+        cfg = read_json(os.path.join(folder, "config.json"))
+    except Exception:
+        return False
+    return isinstance(cfg, dict) and cfg.get(FORMAT_KEY) == EDITOR_FORMAT
+
+
+def check_editor_destination(path: str, overwrite: bool = False, hint: str = "") -> str:
+    """Check (before any long work) that :func:`save_editor` may write ``path``; returns it as an absolute path.
+
+    An existing ``path`` needs ``overwrite=True`` and must be a folder jaxhspace wrote: an editor folder with its
+    export marker (and no other files) or a plain editor folder of ``config.json`` + ``editor.safetensors``.
+    Anything else (a file, a user's folder, extra files) raises a :class:`jaxhspace.errors.JaxhspaceError`
+    naming it; ``hint`` is appended to that message."""
+    from jaxhspace.errors import JaxhspaceError
+    from jaxhspace.training.safety import EXPORT_MARKER, check_replaceable
+
+    path = os.path.abspath(os.fspath(path))
+    if not os.path.lexists(path):
+        return path
+    if not overwrite:
+        raise JaxhspaceError(f"{path} already exists; choose a new destination or pass overwrite=True.{hint}")
+    try:
+        check_replaceable(path, "editor folder", legacy=_is_plain_editor_folder)
+    except JaxhspaceError as e:
+        raise JaxhspaceError(f"cannot save the editor to {path}: it exists and holds what jaxhspace did not write "
+                             f"({' '.join(str(e).split())[:300]}). jaxhspace replaces only its own editor folders "
+                             f"(with {EXPORT_MARKER}, or exactly config.json + {WEIGHTS}); move it away or save "
+                             f"elsewhere.{hint}") from e
+    return path
+
+
 def save_editor(path: str, editor: DeltaBlock, params: Mapping, meta: Mapping | None = None,
                 overwrite: bool = False) -> str:
-    """Write ``path/config.json`` + ``path/editor.safetensors`` atomically (see the module docstring).
+    """Write ``path/config.json`` + ``path/editor.safetensors`` atomically (see the module docstring), with the
+    export marker of :func:`jaxhspace.training.safety.export_folder` (file list and SHA-256 sums, checked by
+    :func:`load_editor`).
 
     Args:
       editor: the module (its config is stored).
       params: its params (any array type).
       meta: JSON-serialisable extras; include ``n_train_step`` (the grid size the editor was trained with).
-      overwrite: replace an existing folder.
+      overwrite: replace an existing folder, only if jaxhspace wrote it (:func:`check_editor_destination`).
 
     Returns:
       the path.
+
+    Raises:
+      JaxhspaceError (a ValueError): ``path`` exists (without ``overwrite``) or is not jaxhspace's; a full disk
+      (nothing is left at ``path``, an older editor there stays intact).
     """
+    from jaxhspace.training.safety import export_folder
+
     sd = editor_params_to_state_dict(params)
     state_dict_to_editor_params(editor, sd)  # validates shapes against the config
-    with atomic_directory(os.fspath(path), overwrite=overwrite) as tmp:
+    dst = check_editor_destination(path, overwrite)
+
+    def write(tmp):
+        os.makedirs(tmp)
         write_json(os.path.join(tmp, "config.json"),
                    {FORMAT_KEY: EDITOR_FORMAT, "editor": editor.config.to_dict(), "meta": dict(meta or {})})
         save_state_dict_safetensors(os.path.join(tmp, WEIGHTS), sd)
+
+    export_folder(dst, write, job="asyrp_editor", field="editor folder", legacy=_is_plain_editor_folder)
     return os.fspath(path)
 
 
@@ -224,6 +274,7 @@ def load_editor(path: str, layer: int | str = 0, num_groups: int = 32,
     wf = os.path.join(path, WEIGHTS)
     if not os.path.isfile(wf):
         raise ValueError(f"{path} has no {WEIGHTS}")
+    verify_checksums(path, only=WEIGHTS)  # editors saved with a marker: the weights are the ones written
     params = state_dict_to_editor_params(editor, read_state_dict(wf))
     return editor, jax.tree_util.tree_map(jnp.asarray, params), dict(cfg.get("meta", {}))
 

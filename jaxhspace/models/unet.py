@@ -335,12 +335,17 @@ class UNet2DModel(nn.Module):
 
         Returns:
           eps ``[B, H, W, out_channels]`` float32.
+
+        Raises:
+          ValueError (at trace time) naming the expected and given shapes if ``skips`` / ``temb`` do not match
+          what :meth:`encode` returns for an image of ``h``'s size.
         """
         c = self.config
         fourier = c.time_embedding_type == "fourier"
         n_skips = 1 + len(c.block_out_channels) * c.layers_per_block + c.num_downsamples + int(fourier)
         if len(skips) != n_skips:
             raise ValueError(f"decode expects {n_skips} skip tensors (from encode), got {len(skips)}")
+        self._check_decode_shapes(h, skips, temb)
         if fourier:
             skips, sigma = skips[:-1], skips[-1]
         per_block = c.layers_per_block + 1
@@ -358,6 +363,34 @@ class UNet2DModel(nn.Module):
         if fourier:
             h = h / sigma  # diffusers UNet2DModel.forward: sample / timesteps for "fourier"
         return h
+
+    def _check_decode_shapes(self, h: Array, skips: tuple[Array, ...], temb: Array) -> None:
+        """Static shape check of :meth:`decode`'s inputs against what :meth:`encode` returns for an image of
+        ``h``'s size (trace-time only; costs nothing at run time). Raises a ValueError naming the expected and given
+        shapes."""
+        c = self.config
+        if jnp.ndim(h) != 4 or h.shape[-1] != c.block_out_channels[-1]:
+            raise ValueError(f"decode: h must be [B, h, w, {c.block_out_channels[-1]}] (the mid-block output), got "
+                             f"shape {tuple(jnp.shape(h))}")
+        b, f = h.shape[0], 2 ** c.num_downsamples
+        size = (h.shape[1] * f, h.shape[2] * f)
+        expected = [(b, size[0], size[1], c.block_out_channels[0])]  # conv_in
+        for i, ch in enumerate(c.block_out_channels):
+            res = (size[0] // 2 ** i, size[1] // 2 ** i)
+            expected += [(b, res[0], res[1], ch)] * c.layers_per_block
+            if i < len(c.block_out_channels) - 1:
+                expected.append((b, res[0] // 2, res[1] // 2, ch))  # the downsampler's output
+        if c.time_embedding_type == "fourier":
+            expected.append((b, 1, 1, 1))  # σ
+        bad = [f"skips[{i}]: expected {e}, got {tuple(jnp.shape(s))}" for i, (e, s) in enumerate(zip(expected, skips))
+               if tuple(jnp.shape(s)) != e]
+        if bad:
+            raise ValueError(f"decode: skip shapes do not match h of shape {tuple(h.shape)} (an image of "
+                             f"{size[0]}x{size[1]}): {'; '.join(bad[:6])}{' ...' if len(bad) > 6 else ''}. Pass the "
+                             "skips and temb that encode returned for the same x (same batch and image size).")
+        if jnp.ndim(temb) != 2 or temb.shape[1] != c.time_embed_dim or temb.shape[0] not in (1, b):
+            raise ValueError(f"decode: temb must be [B, time_embed_dim] = {(b, c.time_embed_dim)} (from encode), got "
+                             f"{tuple(jnp.shape(temb))}")
 
     def __call__(self, x: Array, t, delta_h: Optional[Array] = None) -> Array:
         """Predict eps. x ``[B, H, W, C]`` NHWC in [-1, 1]; t ``[B]`` or scalar; optional ``delta_h``

@@ -126,8 +126,12 @@ def _listing(folder: str) -> list[str]:
     return sorted(out)
 
 
-def check_replaceable(folder: str, field: str = "export_dir") -> None:
-    """Raise a JaxhspaceError unless ``folder`` is absent, empty, or a jaxhspace export holding only its own files."""
+def check_replaceable(folder: str, field: str = "export_dir",
+                      legacy: Callable[[str, list[str]], bool] | None = None) -> None:
+    """Raise a JaxhspaceError unless ``folder`` is absent, empty, or a jaxhspace export holding only its own files.
+
+    ``legacy(folder, files)`` (optional) may accept a folder without a marker that jaxhspace wrote before markers
+    existed (e.g. an editor folder holding exactly its two files)."""
     if not os.path.lexists(folder):
         return
     if not os.path.isdir(folder) or os.path.islink(folder):
@@ -136,6 +140,8 @@ def check_replaceable(folder: str, field: str = "export_dir") -> None:
     if not files:
         return
     marker = read_marker(folder)
+    if marker is None and legacy is not None and legacy(folder, files):
+        return
     if marker is None:
         raise JaxhspaceError(
             f"{field} {folder} exists and was not written by jaxhspace (no {EXPORT_MARKER} in it); jaxhspace only "
@@ -179,7 +185,7 @@ def _chmod_tree(folder: str) -> None:
 
 
 def export_folder(export_dir: str, write: Callable[[str], None], job: str, extra: dict | None = None,
-                  field: str = "export_dir") -> str:
+                  field: str = "export_dir", legacy: Callable[[str, list[str]], bool] | None = None) -> str:
     """Write an export atomically and mark it as jaxhspace's; replace an older export of jaxhspace only.
 
     Args:
@@ -187,9 +193,12 @@ def export_folder(export_dir: str, write: Callable[[str], None], job: str, extra
       write: ``write(path)`` creates the folder ``path`` (which does not exist yet) and fills it, e.g.
         ``lambda p: save_unet_diffusers(p, model, params)``.
       job: recorded in the marker.
+      legacy: passed to :func:`check_replaceable`.
 
     Returns:
-      ``export_dir``. Nothing is left at ``export_dir`` or beside it if ``write`` fails.
+      ``export_dir``. Nothing is left at ``export_dir`` or beside it if ``write`` fails (the previous export, if
+      any, stays in place); a full disk (ENOSPC / EDQUOT) raises a JaxhspaceError saying so instead of the raw
+      OSError (:func:`jaxhspace.checkpoints.common.no_space_error`).
     """
     parent, base = os.path.dirname(export_dir), os.path.basename(export_dir)
     os.makedirs(parent, exist_ok=True)
@@ -200,14 +209,19 @@ def export_folder(export_dir: str, write: Callable[[str], None], job: str, extra
         write(stage)
         write_marker(stage, job, extra)
         _chmod_tree(stage)
-        check_replaceable(export_dir, field)  # again, right before the swap
+        check_replaceable(export_dir, field, legacy)  # again, right before the swap
         if os.path.lexists(export_dir):
             os.rename(export_dir, trash)
         os.rename(stage, export_dir)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(stage, ignore_errors=True)
         if os.path.isdir(trash) and not os.path.lexists(export_dir):
             os.rename(trash, export_dir)
+        from jaxhspace.checkpoints.common import no_space_error
+
+        err = no_space_error(e, export_dir)
+        if err is not None:
+            raise err from e
         raise
     shutil.rmtree(trash, ignore_errors=True)
     return export_dir
