@@ -21,6 +21,8 @@ def get_config():
     c.n_steps = 50             # Asyrp grid for inversion / sampling
     c.edit_t = 600             # official edit_t in {1.0, 0.8, 0.6} x T
     c.t_boost = 200            # eta = 1 below this (official performance_boosting_t = 0.2)
+    c.park_grid = "asyrp"      # integer Asyrp grid; "official": Park's float grid (configs/celebahq256/pullback.py)
+    c.park_inversion = "to_edit_t"   # invert up to edit_t; "official": Park's truncated inversion, then down from T
     c.k = 8
     c.svd_method = "krylov"
     c.svd_tol = 1e-3

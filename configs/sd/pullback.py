@@ -14,11 +14,13 @@ main_various_local_encoder_pullback_without_edit_prompt.sh / ..._with_edit_promp
     "tiger"; E:198-200, 237), k = 2 (M:33), chunk 5, 10–50 iterations, atol 1e-4 (E:236-239);
   * edit: γ = 1 (S0:14, S1:14), λ = 1 (A:70), 16 steps without a prompt, 64 with one (S0:15, S1:15), no CFG in
     the edit (E:493-496); η = 0 everywhere: SD has no quality boosting (A:227: performance_boosting_t ≤ 0).
+  * timesteps as the official (``park_grid = park_inversion = "official"``): the float grid, the last step to t = 0
+    with ᾱ_0, and z_t from the inversion that runs 98 of 99 float steps (to t ≈ 988.9) sampled back from 999 as if it
+    were z_999 (E:152-178, 214); ``--config.park_inversion=to_edit_t`` inverts straight to edit_t instead.
 Differences: our SVD is ``svd_method`` (matrix-free, tolerance-stopped; the official runs subspace iteration); the
-latent is the VAE posterior *mean* (deterministic; the official samples it with seed 0); the inversion stops at edit_t
-on the integer Asyrp grid (the official inverts 98 of 99 float steps to t ≈ 988.9 and samples back from 999); one
-``prompt`` serves inversion, Jacobian, edits and decoding (the official inverts and decodes with "" and uses the edit
-prompt for the Jacobian and the edit: identical with the default "").
+latent is the VAE posterior *mean* (deterministic; the official samples it with seed 0); one ``prompt`` serves
+inversion, Jacobian, edits and decoding (the official inverts and decodes with "" and uses the edit prompt for the
+Jacobian and the edit: identical with the default "").
 """
 from jaxhspace.configs.pullback import get_config as base
 
@@ -32,6 +34,8 @@ def get_config():
     c.n_steps = 100            # A:40-41
     c.edit_t = 600             # 0.6 T (S0:3)
     c.t_boost = 0              # no η = 1 boosting on SD (A:227)
+    c.park_grid = "official"   # the official float grid, last step to ᾱ_0
+    c.park_inversion = "official"   # z_t from the inversion truncated at ≈ 988.9, sampled from 999
     c.gamma = 1.0              # S0:14
     c.lam = 1.0                # A:70
     c.n_edit_steps = 16        # S0:15 (64 with a prompt, S1:15)

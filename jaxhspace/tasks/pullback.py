@@ -6,6 +6,10 @@ On a VE-SDE score model (NCSN++, a ``kind="ve"`` World: ``configs/ncsnpp/pullbac
 x_σ = x0 + σ z at ``config.edit_sigma`` (no inversion; :func:`~jaxhspace.tasks.inputs.noise_to_sigma`), J = ∂h/∂x
 at (x_σ, σ), edits with ε = −σ·score, and predictor-corrector sampling from σ to 0
 (:func:`~jaxhspace.tasks.inputs.ve_continue_sampling`, ``config.n_steps`` steps over the whole σ range).
+
+``config.park_grid`` / ``config.park_inversion`` (default ``"asyrp"`` / ``"to_edit_t"``; ``"official"`` / ``"official"``
+reproduce the official code's float grid, boosting boundary, last step to ᾱ_0 and x_t from the truncated inversion):
+see :mod:`jaxhspace.editing.pullback_edit` and :func:`~jaxhspace.editing.pullback_edit.park_invert`.
 """
 from __future__ import annotations
 
@@ -21,15 +25,16 @@ from jaxhspace.data.images import save_grid
 from jaxhspace.data.plots import save_line_plot
 from jaxhspace.diffusion import ve_sde
 from jaxhspace.directions import pullback
-from jaxhspace.editing.pullback_edit import continue_sampling, edit_steps
+from jaxhspace.editing.pullback_edit import PARK_GRIDS, PARK_INVERSIONS, continue_sampling, edit_steps, park_invert
 from jaxhspace.editing.scoring import factor_changes, load_default_probe
 from jaxhspace.models.functional import eps_fn
 from jaxhspace.tasks.common import write_metrics
-from jaxhspace.tasks.inputs import invert_to, load_world, noise_to_sigma, test_images, ve_continue_sampling
+from jaxhspace.tasks.inputs import load_world, noise_to_sigma, test_images, ve_continue_sampling
 
 
 def run(config, workdir: str) -> dict:
     """See the module docstring; fields in ``configs/pullback.py``."""
+    park_grid, park_inversion = _park_options(config)
     world = load_world(config)
     model, params, schedule, source = world.model, world.params, world.schedule, world.source
     x0 = test_images(config, world)
@@ -37,6 +42,12 @@ def run(config, workdir: str) -> dict:
     t_start = time.time()
     key = jax.random.PRNGKey(config.seed)
     ve = world.kind == "ve"
+    if ve and (park_grid, park_inversion) != ("asyrp", "to_edit_t"):
+        from jaxhspace.errors import JaxhspaceError
+
+        raise JaxhspaceError(f"config.park_grid = {park_grid!r} / config.park_inversion = {park_inversion!r} apply to "
+                             "DDIM (VP) models only; a VE-SDE (NCSN++) model samples from config.edit_sigma: set "
+                             "park_grid='asyrp' and park_inversion='to_edit_t'.")
     if ve:  # NCSN++: t is σ, f is the score; edits use ε = −σ·score
         noise_key, key = jax.random.split(key)
         x_t, t, ve_start, ve_sched = noise_to_sigma(world, world.to_x(x0), config.n_steps,
@@ -50,7 +61,8 @@ def run(config, workdir: str) -> dict:
         f_edit = ve_sde.eps_fn_from_score(f)
         recon = finish(x_t[None])[0]
     else:
-        x_t, t, grid = invert_to(model, params, schedule, world.to_x(x0), config.n_steps, config.edit_t)
+        x_t, t, grid = park_invert(f, world.to_x(x0), schedule, config.n_steps, config.edit_t, park_grid,
+                                   park_inversion)
         recon = world.to_images(continue_sampling(f, x_t, grid, schedule, config.t_boost, key))
         f_edit = f
 
@@ -95,8 +107,24 @@ def run(config, workdir: str) -> dict:
     if ve:  # "edit_t" above is σ
         metrics.update(model_kind="ve", edit_sigma=t, ve_steps=config.n_steps, ve_start_step=ve_start, snr=snr,
                        correct_steps=correct)
+    else:  # "edit_t" above is a float on the official grid (595.36 for edit_t 600 and 100 steps)
+        metrics.update(park_grid=park_grid, park_inversion=park_inversion)
     write_metrics(workdir, metrics)
     return metrics
+
+
+def _park_options(config) -> tuple[str, str]:
+    """``(config.park_grid, config.park_inversion)`` (default ``"asyrp"``, ``"to_edit_t"``), checked before any work."""
+    from jaxhspace.errors import JaxhspaceError
+
+    grid, inversion = config.get("park_grid", "asyrp"), config.get("park_inversion", "to_edit_t")
+    if grid not in PARK_GRIDS:
+        raise JaxhspaceError(f"config.park_grid must be one of {PARK_GRIDS} (\"official\": the official float grid), "
+                             f"got {grid!r}.")
+    if inversion not in PARK_INVERSIONS:
+        raise JaxhspaceError(f"config.park_inversion must be one of {PARK_INVERSIONS} (\"official\": x_t from the "
+                             f"inversion truncated before its last step), got {inversion!r}.")
+    return grid, inversion
 
 
 def _edit_sigma(config) -> float:
