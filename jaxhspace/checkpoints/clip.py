@@ -288,6 +288,29 @@ def save_clip_hf(folder, model: CLIPModel, params: dict, tokenizer=None, overwri
         _write_tokenizer(tmp, tokenizer)
 
 
+def save_text_encoder_from_clip(folder, clip_path, overwrite: bool = False) -> None:
+    """Write the text tower of a CLIPModel folder as a standalone HF ``CLIPTextModel`` folder (what a Stable
+    Diffusion pipeline's ``text_encoder/`` holds: ``config.json`` with ``model_type: clip_text_model`` and
+    ``model.safetensors`` with transformers' ``text_model.*`` keys), atomically. The weights are copied bit for bit.
+
+    Args:
+      folder: destination; clip_path: a folder :func:`load_clip` reads (e.g. the shipped ``assets/clip_synthfaces``).
+    """
+    model, params = load_clip(clip_path)
+    state_dict = {k: np.asarray(v, np.float32) for k, v in clip_params_to_state_dict(jax.device_get(params)).items()
+                  if k.startswith(TEXT_PREFIX)}
+    cfg = model.config.to_dict()["text_config"]
+    cfg.update(architectures=["CLIPTextModel"], model_type="clip_text_model")
+    try:
+        import transformers
+        cfg["transformers_version"] = transformers.__version__
+    except ImportError:  # pragma: no cover
+        pass
+    with atomic_directory(os.fspath(folder), overwrite=overwrite) as tmp:
+        write_json(os.path.join(tmp, "config.json"), cfg)
+        save_state_dict_safetensors(os.path.join(tmp, "model.safetensors"), state_dict)
+
+
 __all__ = ["load_clip", "load_clip_text", "load_clip_tokenizer", "state_dict_to_clip_text_params",
-           "save_clip_converted", "save_clip_hf", "write_byte_level_clip_vocab",
+           "save_clip_converted", "save_clip_hf", "save_text_encoder_from_clip", "write_byte_level_clip_vocab",
            "state_dict_to_clip_params", "clip_params_to_state_dict", "TOKENIZER_FILES"]

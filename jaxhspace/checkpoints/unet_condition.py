@@ -93,3 +93,26 @@ def load_unet_condition(path: str, dtype: Any = jnp.float32,
     del state_dict  # SD-sized models: hold at most two copies of the weights at once
     params = {k: jnp.asarray(flat.pop(k)) for k in list(flat)}
     return model, traverse_util.unflatten_dict(params)
+
+
+def save_unet_condition_diffusers(folder: str, model: UNet2DConditionModel, params: dict,
+                                  overwrite: bool = False) -> None:
+    """Write a folder ``diffusers.UNet2DConditionModel.from_pretrained`` loads (config.json + float32
+    ``diffusion_pytorch_model.safetensors``), atomically."""
+    import dataclasses
+
+    import numpy as np
+
+    from jaxhspace.checkpoints.common import atomic_directory, save_state_dict_safetensors, write_json
+
+    state_dict = {k: np.asarray(v, np.float32)
+                  for k, v in unet_condition_params_to_state_dict(jax.device_get(params)).items()}
+    cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(model.config).items()}
+    try:
+        import diffusers
+        version = diffusers.__version__
+    except ImportError:  # pragma: no cover
+        version = "0.30.0"
+    with atomic_directory(os.fspath(folder), overwrite=overwrite) as tmp:
+        write_json(os.path.join(tmp, "config.json"), {"_class_name": CLASS_NAME, "_diffusers_version": version, **cfg})
+        save_state_dict_safetensors(os.path.join(tmp, "diffusion_pytorch_model.safetensors"), state_dict)

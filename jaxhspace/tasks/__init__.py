@@ -8,6 +8,8 @@ TASKS = {
     "sample": "jaxhspace.tasks.sample",
     "invert_reconstruct": "jaxhspace.tasks.invert_reconstruct",
     "ddpm_train": "jaxhspace.tasks.ddpm_train",
+    "vae_train": "jaxhspace.tasks.vae_train",
+    "latent_ddpm_train": "jaxhspace.tasks.latent_ddpm_train",
     "pullback": "jaxhspace.tasks.pullback",
     "haas": "jaxhspace.tasks.haas",
     "pca": "jaxhspace.tasks.pca",
