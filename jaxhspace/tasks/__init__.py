@@ -18,6 +18,8 @@ TASKS = {
     "clip_train": "jaxhspace.tasks.clip_train",
     "hosvd": "jaxhspace.tasks.hosvd",
     "demo": "jaxhspace.tasks.demo",
+    "prompt_sample": "jaxhspace.tasks.prompt_sample",
+    "prompt_edit": "jaxhspace.tasks.prompt_edit",
 }
 
 

@@ -96,7 +96,11 @@ def load_world(config) -> World:
     """
     from jaxhspace.world import load_model
 
+    from jaxhspace.world import resolve_asset
+
     path = config.model_path
+    if path and os.path.isfile(os.path.join(resolve_asset(path), "model_index.json")):
+        path = resolve_asset(path)  # a shipped pipeline (assets/sd_synthfaces) from any working directory
     family = config.get("model_family", "any")
     if family == "latent" and not (path and os.path.isfile(os.path.join(path, "model_index.json"))):
         raise ValueError(

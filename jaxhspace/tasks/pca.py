@@ -1,7 +1,8 @@
 """Job ``pca``: Haas et al.'s PCA of h per timestep over real faces (``get_PCs_indv``) and the supervised
 mean-difference direction for a known factor, both applied as per-timestep Δh tables:
 PCA: Δh_t = scale·std_t(k)·u_t(k) (signs aligned over t to the first grid step, as official);
-supervised: Δh_t = scale·(mean h_t of positives − mean h_t of negatives) for ``config.supervised_factor``.
+supervised: Δh_t = scale·(mean h_t of positives − mean h_t of negatives) for each entry of ``config.supervised_factor``
+(a factor name, "factor=class" for a categorical one, or a tuple of them; see :func:`supervised_masks`).
 Grid rows: images; columns: input, reconstruction, PCs × scales, supervised × scales.
 
 Where the h's for the PCA come from (``config.pca_source``; missing = "synthfaces"):
@@ -78,6 +79,32 @@ def sampled_h(model, params, schedule, grid, n: int, key, eta: float = 1.0, batc
     return _chunked_h(chunk, n, batch_size)
 
 
+def supervised_specs(value) -> list[str]:
+    """``config.supervised_factor`` as a list: '' -> [], 'smile' -> ['smile'], a tuple -> its entries."""
+    if not value:
+        return []
+    return [value] if isinstance(value, str) else [str(v) for v in value]
+
+
+def supervised_masks(spec: str, factors: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Positive and negative SynthFaces of a supervised direction ``spec``: a continuous factor ('smile'): above
+    half its high end vs below half its low end; a binary one ('glasses'): 1 vs 0; a categorical class
+    ('hair_color=red'): that class vs every other. ``factors``: {name: [N]} -> bool [N], bool [N]."""
+    name, _, cls = spec.partition("=")
+    if name not in synthfaces.FACTORS:
+        raise ValueError(f"supervised factor {spec!r}: unknown factor {name!r}; choose from {list(synthfaces.FACTORS)}")
+    f, v = synthfaces.FACTORS[name], factors[name]
+    if f.kind == "continuous":
+        return v > 0.5 * f.high, v < 0.5 * f.low
+    if f.kind == "binary":
+        return v == 1, v == 0
+    if cls not in f.classes:
+        raise ValueError(f"supervised factor {spec!r}: a categorical factor needs a class, e.g. "
+                         f"'{name}={f.classes[0]}'; classes: {list(f.classes)}")
+    k = f.classes.index(cls)
+    return v == k, v != k
+
+
 def pca_data_h(config, world, grid):
     """``(H [S, N, h, w, C], supervised direction [S, h, w, C] or None, supervised info)`` per ``config.pca_source``
     (see the module docstring); images enter the model through ``world.to_x`` (VAE latents in a latent world)."""
@@ -87,13 +114,17 @@ def pca_data_h(config, world, grid):
     if source == "synthfaces":
         data, factors = synthfaces.generate(config.pca_data_seed, config.num_pca_samples, size=world.image_size)
         H = inverted_h(model, params, schedule, world.to_x(data), grid, bs)
-        if not config.supervised_factor:
+        specs = supervised_specs(config.supervised_factor)
+        if not specs:
             return H, None, None
-        f = synthfaces.FACTORS[config.supervised_factor]
-        v = factors[config.supervised_factor]
-        pos, neg = (v > 0.5 * f.high, v < 0.5 * f.low) if f.kind == "continuous" else (v == 1, v == 0)
-        sup = np.stack([mean_difference(H[s][pos], H[s][neg]) for s in range(len(grid))])
-        return H, sup, {"factor": config.supervised_factor, "n_pos": int(pos.sum()), "n_neg": int(neg.sum())}
+        sups, infos = [], []
+        for spec in specs:
+            pos, neg = supervised_masks(spec, factors)
+            sups.append(np.stack([mean_difference(H[s][pos], H[s][neg]) for s in range(len(grid))]))
+            infos.append({"factor": spec, "n_pos": int(pos.sum()), "n_neg": int(neg.sum())})
+        if isinstance(config.supervised_factor, str):
+            return H, sups[0], infos[0]
+        return H, sups, infos
     if source == "samples":
         H = sampled_h(model, params, schedule, grid, int(config.num_pca_samples),
                       jax.random.PRNGKey(int(config.pca_data_seed)), float(config.get("pca_eta", 1.0)), bs)
@@ -133,8 +164,8 @@ def run(config, workdir: str) -> dict:
 
     ts = tuple(int(t) for t in grid)
     tables = [TableDelta(jnp.asarray(stds[:, d, None, None, None] * comps[:, d]), ts) for d in range(config.n_dirs)]
-    if sup is not None:
-        tables.append(TableDelta(jnp.asarray(sup), ts))                                   # [S, h, w, C]
+    sups = [] if sup is None else (sup if isinstance(sup, list) else [sup])
+    tables += [TableDelta(jnp.asarray(d), ts) for d in sups]                               # [S, h, w, C] each
     x0 = jnp.asarray(test_images(config, world))
     x_lat = invert(model, params, schedule, world.to_x(x0), config.n_steps)
     kw = dict(n_test=config.n_steps, t_edit=config.t_edit, t_boost=config.t_boost, symmetric=config.symmetric,
@@ -143,8 +174,8 @@ def run(config, workdir: str) -> dict:
     E = world.to_images(asyrp_edit(model, params, schedule, x_lat=x_lat, delta=stack_deltas(tables),
                                    scales=config.scales, stacked=True, **kw))              # [D+1, K, B, H, W, 3]
     names = [f"PC{d}" for d in range(config.n_dirs)]
-    if sup is not None:
-        names.append(f"supervised {sup_info['factor']}" if sup_info["factor"] else "supervised")
+    for info in ([] if sup_info is None else sup_info if isinstance(sup_info, list) else [sup_info]):
+        names.append(f"supervised {info['factor']}" if info["factor"] else "supervised")
     labels = [f"{n} x{s:g}" for n in names for s in config.scales]
     cols = [np.asarray(x0), recon] + [E[d, k] for d in range(len(names)) for k in range(len(config.scales))]
     grid_png = save_grid(os.path.join(workdir, "pca_grid.png"), np.stack(cols, axis=1), upscale=config.upscale)
