@@ -139,6 +139,12 @@ def test_checks_are_host_side_and_skipped_under_jit(schedule):
     with jax.transfer_guard_device_to_host("disallow"):
         out = run(x)
     np.testing.assert_array_equal(np.asarray(out), np.asarray(ref))
+    # a concrete x closed over inside a caller's jit is checked once, while tracing
+    closed = jax.jit(lambda s: s * ddim_sample(f, x, [700, 300], schedule))
+    np.testing.assert_array_equal(np.asarray(closed(1.0)), np.asarray(ref))
+    bad = x.at[0, 0, 0, 0].set(np.nan)
+    with pytest.raises(JaxhspaceError, match=r"x_T contains NaN or inf"):
+        jax.jit(lambda s: s * ddim_sample(f, bad, [700, 300], schedule))(1.0)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -171,6 +177,18 @@ def test_asyrp_edit_wrong_delta_type(schedule, tiny_unet, monkeypatch, make, pat
         ae.asyrp_edit(m, p, schedule, _images(), delta=make(editor, eparams), n_inv=3, n_test=3)
     with pytest.raises(JaxhspaceError, match=pattern):
         ae.collect_delta_h(m, p, schedule, make(editor, eparams), _images(), n_test=3)
+
+
+@pytest.mark.parametrize("kw", [dict(t_edit=1e6), dict(t_edit=-1), dict(t_boost=float("nan")), dict(t_edit="500")],
+                         ids=["t_edit=1e6", "t_edit=-1", "t_boost=nan", "t_edit='500'"])
+def test_asyrp_edit_times_out_of_domain(schedule, tiny_unet, monkeypatch, kw):
+    from jaxhspace.editing import asyrp_edit as ae
+
+    m, p = tiny_unet
+    monkeypatch.setattr(ae, "invert", lambda *a, **k: (_ for _ in ()).throw(AssertionError("inverted")))
+    name = next(iter(kw))
+    with pytest.raises(JaxhspaceError, match=rf"{name} must be a timestep in \[0, 1000\]"):
+        ae.asyrp_edit(m, p, schedule, _images(), n_inv=3, n_test=3, **kw)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -244,16 +244,16 @@ def check_values(x, name: str, images: bool = False) -> None:
     Costs one reduction and one transfer of two scalars; skipped for traced ``x`` (inside a caller's ``jit`` /
     ``vmap``), so nothing runs per step. Raises :class:`jaxhspace.errors.JaxhspaceError` naming ``name``.
     """
-    if isinstance(x, jax.core.Tracer):
+    if isinstance(x, jax.core.Tracer) or np.size(x) == 0:
         return
-    x = jnp.asarray(x)
-    if x.size == 0:
-        return
-    lo, hi = (float(v) for v in jax.device_get((jnp.min(x), jnp.max(x))))
+    with jax.ensure_compile_time_eval():  # a concrete x closed over inside a caller's jit: evaluated while tracing
+        x = jnp.asarray(x)
+        lo, hi = (float(v) for v in jax.device_get((jnp.min(x), jnp.max(x))))
     if not (np.isfinite(lo) and np.isfinite(hi)):
         from jaxhspace.errors import JaxhspaceError
 
-        n = int(jnp.sum(~jnp.isfinite(x)))
+        with jax.ensure_compile_time_eval():
+            n = int(jnp.sum(~jnp.isfinite(x)))
         raise JaxhspaceError(f"{name} contains NaN or inf ({n} of {x.size} values); pass finite values (check the "
                              "images / latents it was computed from).")
     if images and lo >= 0.0 and hi > 1.5:

@@ -206,6 +206,17 @@ def check_delta_type(delta, name: str = "delta") -> None:
             check_delta_type(part, f"{name}.parts[{i}]")
 
 
+def _check_edit_times(schedule: Schedule, **times) -> None:
+    """``t_edit`` / ``t_boost`` must be finite numbers in [0, num_train_timesteps] (T itself: never / always)."""
+    from jaxhspace.errors import JaxhspaceError
+
+    T = int(schedule.num_train_timesteps)
+    for name, t in times.items():
+        if isinstance(t, bool) or not isinstance(t, (int, float, np.integer, np.floating)) or not 0 <= t <= T:
+            raise JaxhspaceError(f"{name} must be a timestep in [0, {T}] (the schedule's num_train_timesteps; "
+                                 f"official t_edit 500, t_boost 200, t_boost = 0 disables boosting), got {t!r}")
+
+
 def _check_source(delta, hs: tuple[int, int, int], stacked: bool, temb_dim: int):
     """Static validation of a Δh source against the h-space shape (leading D axis dropped if ``stacked``)."""
     check_delta_type(delta)
@@ -416,6 +427,7 @@ def asyrp_edit(
     """
     if delta is not None:
         check_delta_type(delta)  # before the inversion
+    _check_edit_times(schedule, t_edit=t_edit, t_boost=t_boost)
     if x_lat is None:
         if x0 is None:
             raise ValueError("pass x0 (images to invert) or x_lat (precomputed latents)")
@@ -480,6 +492,7 @@ def collect_delta_h(unet, params, schedule: Schedule, delta: DeltaSource, x_lat:
       ``(delta_hs [N, S, h, w, C], timesteps [S])`` with timesteps descending (the edited grid points).
     """
     check_delta_type(delta)
+    _check_edit_times(schedule, t_edit=t_edit)
     x_lat = _check_images(unet, x_lat, "x_lat")
     grid = asyrp_timesteps(n_test, schedule.num_train_timesteps - 1)[::-1]
     ts, tps = sampling_pairs(grid)
