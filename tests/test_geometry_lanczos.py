@@ -200,3 +200,44 @@ def test_errors():
     # inside jit the flag is returned instead
     out = jax.jit(lambda key: lanczos_svd_of(f_nan, X0, 2, key))(jax.random.PRNGKey(0))
     assert bool(out.nan)
+
+
+def test_hoisted_conv_kernels_same_vjp_and_canonical_in_loop():
+    """The VJP with its convolution kernels made canonical outside the loop (_hoist_conv_kernels) equals J^T u from
+    the dense float64 Jacobian, its convolutions use HWIO kernels (no ``01oi`` dim_labels left in a while-loop
+    body's compiled HLO, where XLA CPU would not canonicalise them), and it changes nothing without convolutions."""
+    from jaxhspace.geometry.lanczos import _hoist_conv_kernels
+
+    rng = np.random.default_rng(0)
+    w1 = jnp.asarray(rng.standard_normal((3, 3, 3, 5)), jnp.float32)
+    w2 = jnp.asarray(rng.standard_normal((3, 3, 5, 4)), jnp.float32)
+    dn = ("NHWC", "HWIO", "NHWC")
+
+    def f(x):  # [6, 6, 3] -> [3, 3, 4]: a strided and a plain convolution around a nonlinearity
+        h = jax.lax.conv_general_dilated(x[None], w1, (2, 2), "SAME", dimension_numbers=dn)
+        return jax.lax.conv_general_dilated(jnp.tanh(h), w2, (1, 1), "SAME", dimension_numbers=dn)[0]
+
+    x = jnp.asarray(rng.standard_normal((6, 6, 3)), jnp.float32)
+    y, jvp = jax.linearize(f, x)
+    vjp = lambda u: jax.linear_transpose(jvp, x)(u)[0]  # noqa: E731
+    J = np.asarray(jax.jacfwd(f)(x), np.float64).reshape(y.size, x.size)
+    u = jnp.asarray(rng.standard_normal(y.shape), jnp.float32)
+    vjp_h = _hoist_conv_kernels(vjp, jax.ShapeDtypeStruct(y.shape, y.dtype))
+    assert vjp_h is not vjp
+    np.testing.assert_allclose(np.asarray(vjp_h(u)).ravel(), J.T @ np.asarray(u, np.float64).ravel(),
+                               rtol=1e-5, atol=1e-5)
+    convs = [e for e in jax.make_jaxpr(vjp_h)(u).eqns if e.primitive.name == "conv_general_dilated"]
+    assert convs and all(e.params["dimension_numbers"].rhs_spec == (3, 2, 0, 1) for e in convs)
+
+    def loop(u, hoist):
+        g = _hoist_conv_kernels(vjp, jax.ShapeDtypeStruct(y.shape, y.dtype)) if hoist else vjp
+        body = lambda c: (c[0] + 1, c[1] + jnp.sum(g(u * c[0])))  # noqa: E731
+        return jax.lax.while_loop(lambda c: c[0] < 3, body, (0, jnp.zeros(())))[1]
+
+    hlo = jax.jit(loop, static_argnums=1).lower(u, True).compile().as_text()
+    assert "01oi" not in hlo
+    assert "01oi" in jax.jit(loop, static_argnums=1).lower(u, False).compile().as_text()  # what it fixes
+    np.testing.assert_allclose(float(jax.jit(loop, static_argnums=1)(u, True)),
+                               float(jax.jit(loop, static_argnums=1)(u, False)), rtol=1e-5)
+    g = _map("decaying")
+    assert _hoist_conv_kernels(g, X0) is g

@@ -36,12 +36,13 @@ never mixes with (possibly zero) singular values of the real part. Measured on t
 singular values match a float64 dense SVD to 4.5e-7 (k = 8) and 9.6e-7 (k = 50) relative, the top-k subspaces to
 2e-4 and 1e-3 degrees (``benchmarks/results/jacobian_svd_trained_k*_lanczos.json``).
 
-Cost on CPU: the solver's own work (orthogonalisation, small SVDs, restarts) is ~13% of the product time with a
-dense operator of the DDPM's size (n = 3072, m = 8192). But XLA's CPU backend runs the UNet JVP/VJP about 3.4x
-slower inside a ``while_loop`` body than as a standalone jitted call (measured: 30 vs 9 ms CPU per JVP+VJP pair,
-the same in ``fori_loop``), so on CPU the in-jit solver spends more time per product than host-driven loops
-(ARPACK, block Krylov) even though it needs fewer products. On accelerators the loop keeps everything on device;
-see ``benchmarks/accelerator.py``.
+Cost on CPU (``benchmarks/lanczos_overhead.py``, shipped DDPM, one pinned core, process-CPU time): XLA's CPU
+compiler puts convolution kernels in canonical order only in the entry computation, so the VJP's convolutions
+(transposed, ``01oi`` kernels) in a ``while_loop`` body missed the fast kernels and a JVP + VJP pair took 29.8 ms
+there vs 8.4 ms as a standalone jitted call. The products are therefore applied with their convolution kernels
+made canonical once, before the loop (:func:`_hoist_conv_kernels`): 7.0 ms per pair in the loop. The solver's own
+work (Gram--Schmidt, Ritz SVDs, restarts) is 3% (k = 8) and 12% (k = 50) of the product time; the whole solver
+takes 4% (k = 8) and 3% (k = 50) less CPU time than its block steps x one standalone JVP + VJP pair.
 
 Libraries evaluated before writing this (``pip install`` on 2026-11-29):
 
@@ -70,7 +71,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxhspace.geometry.operators import JacobianOperator, _apply_block
+from jaxhspace.geometry.operators import JacobianOperator
 from jaxhspace.geometry.svd import SVDResult, _as_key, _check_k
 
 __all__ = ["LanczosSVD", "lanczos_bidiag_svd", "lanczos_svd_core", "lanczos_svd_of", "lanczos_sizes"]
@@ -152,7 +153,16 @@ def _orth_into(buf, start, Z, key, scale):
     """
     cap, d = buf.shape
     coefs = []
-    G = jax.random.normal(key, Z.shape, buf.dtype)  # breakdown replacements (one draw per call)
+
+    def replacement(buf, i):  # a random unit row orthogonal to buf (zero if buf spans the space)
+        g = jax.random.normal(jax.random.fold_in(key, i), (d,), buf.dtype)
+        ng0 = jnp.linalg.norm(g)
+        for _ in range(2):
+            g = g - jnp.matmul(jnp.matmul(buf, g, precision=_HI), buf, precision=_HI)
+        ng = jnp.linalg.norm(g)
+        room = ng > 1e-3 * ng0
+        return jnp.where(room, g / jnp.where(room, ng, 1.0), 0.0)
+
     for i in range(Z.shape[0]):
         z = Z[i]
         c1 = jnp.matmul(buf, z, precision=_HI)
@@ -161,19 +171,94 @@ def _orth_into(buf, start, Z, key, scale):
         w = w - jnp.matmul(c2, buf, precision=_HI)
         nw = jnp.linalg.norm(w)
         bad = nw <= _BREAKDOWN * jnp.maximum(jnp.linalg.norm(z), scale)
-        g = G[i]
-        ng0 = jnp.linalg.norm(g)
-        for _ in range(2):
-            g = g - jnp.matmul(jnp.matmul(buf, g, precision=_HI), buf, precision=_HI)
-        ng = jnp.linalg.norm(g)
-        room = ng > 1e-3 * ng0  # else the buffer spans the whole space: a zero row
-        q_bad = jnp.where(room, g / jnp.where(room, ng, 1.0), 0.0)
-        q = jnp.where(bad, q_bad, w / jnp.where(bad, 1.0, nw))
+        # cond: the replacement's two extra passes over buf run only on a breakdown (both run under vmap)
+        q = jax.lax.cond(bad, lambda: replacement(buf, i), lambda: w / jnp.where(bad, 1.0, nw))
         buf = jax.lax.dynamic_update_slice(buf, q[None], (start + i, 0))
         c = c1 + c2
         c = jax.lax.dynamic_update_slice(c, jnp.where(bad, 0.0, nw)[None].astype(c.dtype), (start + i,))
         coefs.append(c)
     return buf, jnp.stack(coefs)
+
+
+# Primitives allowed on the path from the closed-over residuals to a convolution kernel when that kernel is
+# precomputed by :func:`_hoist_conv_kernels` (layout-only operations: no arithmetic, no size growth).
+_KERNEL_PATH_PRIMS = frozenset({"rev", "transpose", "reshape", "convert_element_type", "squeeze", "expand_dims",
+                                "copy"})
+
+
+def _hoist_conv_kernels(fn: Callable, example) -> Callable:
+    """``fn`` (a linear map of one array, e.g. a VJP) with its convolution kernels made canonical and computed now.
+
+    The transpose rule of ``lax.conv_general_dilated`` (the VJP of a convolution) uses the spatially reversed
+    kernel with its input and output feature dimensions swapped (``dim_labels ..._01oi``). XLA's CPU compiler
+    rewrites such convolutions to the canonical kernel order (spatial, in, out) only in the entry computation
+    (``openxla/xla:xla/service/cpu/conv_canonicalization.cc``: it iterates ``module->entry_computation()``), so
+    inside a ``while_loop`` body they miss the fast YNNPACK/Eigen kernels: measured on the shipped DDPM (one core),
+    a JVP + VJP pair took 29.8 ms of CPU as a loop body vs 8.4 ms standalone. Here every convolution of ``fn``'s
+    jaxpr whose kernel depends only on closed-over values (through layout-only operations) gets that kernel
+    transposed to canonical order once, at the call of this function (outside the loop), and the convolution's
+    dimension numbers changed to match; the result is the same linear map (same sums, same order) and the loop
+    body's convolutions are canonical (measured: 7.0 ms per pair in the loop). Convolutions inside nested ``jit``
+    calls of ``fn`` are left as they are. Returns ``fn`` itself when there is nothing to rewrite.
+
+    Args:
+      fn: a function of one array (shape and dtype of ``example``) returning one array; traceable.
+      example: an array (or ``jax.ShapeDtypeStruct``) with ``fn``'s input shape and dtype.
+    """
+    from jax.extend.core import Literal
+
+    closed = jax.make_jaxpr(fn)(example)
+    jaxpr, consts = closed.jaxpr, closed.consts
+    if len(jaxpr.invars) != 1 or len(jaxpr.outvars) != 1:
+        return fn
+    producer = {v: e for e in jaxpr.eqns for v in e.outvars}
+    known = dict(zip(jaxpr.constvars, consts))
+
+    def value(v):  # the value of v if it is computable from the consts by layout-only operations, else None
+        if isinstance(v, Literal):
+            return v.val
+        if v in known:
+            return known[v]
+        e = producer.get(v)
+        if e is None or e.effects or e.primitive.name not in _KERNEL_PATH_PRIMS or e.primitive.multiple_results:
+            return None
+        ins = [value(a) for a in e.invars]
+        if any(a is None for a in ins):
+            return None
+        known[v] = e.primitive.bind(*ins, **e.primitive.get_bind_params(e.params))
+        return known[v]
+
+    kernels = {}
+    for i, e in enumerate(jaxpr.eqns):
+        if e.primitive.name != "conv_general_dilated":
+            continue
+        dn = e.params["dimension_numbers"]
+        out_f, in_f, *spatial = dn.rhs_spec
+        perm = (*spatial, in_f, out_f)
+        nd = len(perm)
+        if perm == tuple(range(nd)):
+            continue
+        w = value(e.invars[1])
+        if w is not None:
+            kernels[i] = (jnp.transpose(w, perm), dn._replace(rhs_spec=(nd - 1, nd - 2, *range(nd - 2))))
+    if not kernels:
+        return fn
+
+    def run(a):
+        env = dict(zip(jaxpr.constvars, consts))
+        env[jaxpr.invars[0]] = a
+        read = lambda v: v.val if isinstance(v, Literal) else env[v]  # noqa: E731
+        for i, e in enumerate(jaxpr.eqns):
+            params = e.primitive.get_bind_params(e.params)
+            ins = [read(v) for v in e.invars]
+            if i in kernels:
+                ins[1] = kernels[i][0]
+                params = dict(params, dimension_numbers=kernels[i][1])
+            out = e.primitive.bind(*ins, **params)
+            env.update(zip(e.outvars, out if e.primitive.multiple_results else [out]))
+        return read(jaxpr.outvars[0])
+
+    return run
 
 
 class _State(NamedTuple):
@@ -227,7 +312,7 @@ def lanczos_svd_core(matmat: Callable, rmatmat: Callable, n: int, m: int, k: int
       tol: triplet ``i`` is converged when ``max(||J v_i - s_i u_i||, ||J^T u_i - s_i v_i||) <= tol * s_1``.
       block_size, work_size, restart_size: ``b``, ``p``, ``r`` of :func:`lanczos_sizes`.
       max_restarts: restart cycles allowed after the first (the run ends unconverged after them).
-      max_steps: optional cap on block steps (each ``b`` JVPs + ``b`` VJPs).
+      max_steps: optional cap on block steps (each ``b`` JVPs + ``b`` VJPs); may be a traced int32 scalar.
       check_every: block steps between two Ritz checks (a ``p x p`` SVD); cycle ends are always checked.
       zero_tol: singular values ``<= zero_tol * s_1`` are returned as exact zeros and flagged (default
         ``1000 * eps`` of the small problem's float32: ~1.2e-4, the float32 noise floor of the basis).
@@ -241,7 +326,7 @@ def lanczos_svd_core(matmat: Callable, rmatmat: Callable, n: int, m: int, k: int
         raise ValueError(f"tol must be > 0, got {tol}")
     check_every = max(1, int(check_every))
     zero_tol = 1000 * float(jnp.finfo(jnp.float32).eps) if zero_tol is None else float(zero_tol)
-    max_steps = np.iinfo(np.int32).max if max_steps is None else int(max_steps)
+    max_steps = jnp.asarray(np.iinfo(np.int32).max if max_steps is None else max_steps, jnp.int32)
     sdt = _small_dtype()
     k0, key = jax.random.split(key)
     G = jax.random.normal(k0, (b, n), dtype) if v0 is None else jnp.asarray(v0, dtype).reshape(b, n)
@@ -279,8 +364,10 @@ def lanczos_svd_core(matmat: Callable, rmatmat: Callable, n: int, m: int, k: int
     def converged_mask(s, res, ok):
         return ok[:k] & (jnp.max(res[:k], axis=1) <= tol * s[0])
 
+    k_min = -(-k // b) * b  # no triplet can pass before the basis holds k vectors: no Ritz check before that
+
     def outer(st: _State) -> _State:
-        target = jnp.minimum(st.nv + check_every * b, p)
+        target = jnp.minimum(jnp.maximum(st.nv + check_every * b, k_min), p)
         target = jnp.minimum(target, st.nv + b * jnp.clip(max_steps - st.steps, 0, p))  # clip: no int32 overflow
         st = jax.lax.while_loop(lambda s_: (s_.nv < target) & ~s_.nan, step, st)
         s, Xk, Yk, res, ok = _ritz(st, r, p, b)
@@ -320,32 +407,31 @@ def lanczos_svd_of(f: Callable, x, k: int, key, **kwargs) -> LanczosSVD:
     vjp = jax.linear_transpose(jvp, x)
     n, m = int(np.prod(x.shape)), int(np.prod(y.shape))
     dt = jnp.promote_types(jnp.float32, jnp.promote_types(x.dtype, y.dtype))
-
-    def one(fn, shape, dtype_in):
-        def g(row):
-            out = fn(row.reshape(shape).astype(dtype_in))
-            out = out[0] if isinstance(out, tuple) else out
-            return out.reshape(-1).astype(dt)
-        return lambda R: jax.vmap(g)(R) if chunk is None else jax.lax.map(g, R, batch_size=chunk)
-
-    res = lanczos_svd_core(one(jvp, x.shape, x.dtype), one(vjp, y.shape, y.dtype), n, m, k, key, dtype=dt,
-                           **kwargs)
+    mm = _row_applier(lambda v: jvp(v), x.shape, x.dtype, dt, chunk)
+    rm = _row_applier(lambda u: vjp(u)[0], y.shape, y.dtype, dt, chunk)
+    res = lanczos_svd_core(mm, rm, n, m, k, key, dtype=dt, **kwargs)
     return res._replace(u=res.u.reshape((k,) + y.shape), v=res.v.reshape((k,) + x.shape))
 
 
+def _row_applier(lin: Callable, shape: tuple, dtype_in, dtype_out, chunk: Optional[int]) -> Callable:
+    """``[b, d_in] -> [b, d_out]``: the linear map ``lin`` (one array of ``shape``/``dtype_in`` in, one out) on every
+    row, with its convolution kernels made canonical outside any loop it is later used in
+    (:func:`_hoist_conv_kernels`); rows in one ``vmap``, or ``lax.map`` batches of ``chunk``."""
+    lin = _hoist_conv_kernels(lin, jax.ShapeDtypeStruct(tuple(shape), dtype_in))
+
+    def g(row):
+        return lin(row.reshape(shape).astype(dtype_in)).reshape(-1).astype(dtype_out)
+
+    return lambda R: jax.vmap(g)(R) if chunk is None or chunk >= R.shape[0] else jax.lax.map(g, R, batch_size=chunk)
+
+
 @functools.partial(jax.jit, static_argnames=("k", "opts", "chunk_size", "tin", "tout", "dt", "n", "m"))
-def _run_operator(jvp, vjp, key, v0, *, k, opts, chunk_size, tin, tout, dt, n, m):
-    mm = lambda R: _apply_block(jvp, R, chunk_size=chunk_size, in_dtype=tin, out_dtype=dt)  # noqa: E731
-    rm = lambda R: _apply_block(vjp, R, chunk_size=chunk_size, in_dtype=tout, out_dtype=dt)  # noqa: E731
+def _run_operator(jvp, vjp, key, v0, max_steps, *, k, opts, chunk_size, tin, tout, dt, n, m):
     in_shape, out_shape = opts[-2], opts[-1]
-
-    def matmat(R):
-        return mm(R.reshape((-1,) + in_shape)).reshape(R.shape[0], m)
-
-    def rmatmat(R):
-        return rm(R.reshape((-1,) + out_shape)).reshape(R.shape[0], n)
-
-    return lanczos_svd_core(matmat, rmatmat, n, m, k, key, dtype=dt, v0=v0, **dict(opts[:-2]))
+    matmat = _row_applier(lambda v: jvp(v), in_shape, tin, dt, chunk_size)
+    rmatmat = _row_applier(lambda u: vjp(u), out_shape, tout, dt, chunk_size)
+    return lanczos_svd_core(matmat, rmatmat, n, m, k, key, dtype=dt, v0=v0, max_steps=max_steps,
+                            **dict(opts[:-2]))
 
 
 def lanczos_bidiag_svd(
@@ -405,16 +491,16 @@ def lanczos_bidiag_svd(
         v0 = _initial_block(op, key, 0, init)
         block_size = v0.shape[0]
     b, p, r = lanczos_sizes(k, n, m, block_size, work_size, restart_size)
-    max_steps = None
+    max_steps = np.iinfo(np.int32).max  # an argument, not static: a new budget does not recompile
     if max_products is not None:
         max_steps = int(max_products) // (2 * b)
         if max_steps * b < k:
             raise ValueError(f"max_products={max_products} cannot reach k={k} Lanczos vectors with block_size={b}")
     opts = (("tol", float(tol)), ("block_size", b), ("work_size", p), ("restart_size", r),
-            ("max_restarts", int(max_restarts)), ("max_steps", max_steps), ("check_every", int(check_every)),
+            ("max_restarts", int(max_restarts)), ("check_every", int(check_every)),
             ("zero_tol", zero_tol), op.in_shape, op.out_shape)
-    out = _run_operator(op._jvp, op._vjp, _as_key(key), v0, k=k, opts=opts, chunk_size=op.chunk_size,
-                        tin=op._tin, tout=op._tout, dt=op.dtype, n=n, m=m)
+    out = _run_operator(op._jvp, op._vjp, _as_key(key), v0, np.int32(max_steps), k=k, opts=opts,
+                        chunk_size=op.chunk_size, tin=op._tin, tout=op._tout, dt=op.dtype, n=n, m=m)
     nj, nvj = int(out.n_jvp), int(out.n_vjp)
     op.n_jvp += nj
     op.n_vjp += nvj
