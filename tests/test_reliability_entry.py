@@ -122,6 +122,21 @@ def test_images_in_0_255(schedule, tiny_unet):
         np.testing.assert_allclose(np.asarray(out), np.asarray(ok) * _invert_gain(schedule, 0, 500), rtol=1e-5)
 
 
+@pytest.mark.parametrize("kind, pipeline", [("ddpm", None), ("ve", None), ("ddpm", "latent")],
+                         ids=["pixel", "ve", "latent"])
+def test_world_to_x_rejects_0_255_and_nan(kind, pipeline):
+    """Every world (pixel, VE, latent: the VAE is never reached) checks the images before mapping them to x."""
+    from jaxhspace.tasks.inputs import World
+
+    w = World(None, None, None, "", 8, pipeline=object() if pipeline else None, kind=kind)
+    with pytest.raises(JaxhspaceError, match=r"images has values in \[0, 255\]: it looks like 0\.\.255"):
+        w.to_x(np.concatenate([np.zeros((1, 8, 8, 3)), np.full((1, 8, 8, 3), 255.0)]))
+    bad = np.array(_images(1))
+    bad[0, 0, 0, 0] = np.inf
+    with pytest.raises(JaxhspaceError, match=r"images contains NaN or inf \(1 of 192 values\)"):
+        w.to_x(bad)
+
+
 def _invert_gain(schedule, t, t_next):
     """Closed form of one inversion step with ε = 0.1 x: x' = (√ā'(1 - 0.1√(1-ā)) / √ā + 0.1√(1-ā')) x."""
     a, an = (float(schedule.alphas_cumprod[k]) for k in (t, t_next))

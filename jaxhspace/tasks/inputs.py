@@ -56,7 +56,11 @@ class World:
         return self.pipeline is not None
 
     def to_x(self, images):
-        """Images ``[N, S, S, 3]`` in [-1, 1] -> the model's x (the images themselves, or scaled VAE latents)."""
+        """Images ``[N, S, S, 3]`` in [-1, 1] -> the model's x (the images themselves, or scaled VAE latents).
+        NaN / inf or 0..255 images raise a JaxhspaceError first (:func:`~jaxhspace.diffusion.ddim.check_values`)."""
+        from jaxhspace.diffusion.ddim import check_values
+
+        check_values(images, "images", images=True)
         if self.kind == "ve":  # google/ncsnpp-* data live in [0, 1] (score_sde centered=False)
             return (jnp.asarray(images) + 1.0) / 2.0
         if self.pipeline is None:
