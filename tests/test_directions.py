@@ -147,19 +147,57 @@ def test_edit_step_closed_form_and_vmap(tiny):
         np.testing.assert_allclose(np.asarray(batched[i]), np.asarray(edit_steps(f, x_t, T, V[i], 0.3, 2)), atol=1e-5)
 
 
-def test_reprojected_edit_keeps_direction_in_tangent_space(tiny):
-    model, params, x = tiny
-    f = eps_fn(model, params)
+def test_reprojected_edit_keeps_direction_in_tangent_space():
+    """Each direction used by ``reprojected_edit_steps`` lies in the tangent space at the point where it is used.
 
-    def basis(xx):
-        return pullback(model, params, xx, T, 4, jax.random.PRNGKey(0), tol=1e-4, max_iters=30).v
+    Closed forms (no UNet, so every tangent space is exact): h(x) = tanh(W x) with J(x) = diag(1 − h²) W, the tangent
+    space at x = the top-k right singular vectors of J(x) (numpy SVD in float64), ε(x) = tanh(C x). The edited points
+    are recomputed in numpy from x_{j+1} = x_j + γ[ε(x_j + v_j) − ε(x_j)], and at each x_j the direction v_j must be
+    the normalised projection of v_{j−1} onto span V(x_j) (sign kept); the edit moves the space enough that v_{j−1}
+    itself is far outside it (so keeping v unchanged fails)."""
+    rng = np.random.default_rng(0)
+    shape, m = (4, 4, 3), 32
+    n = int(np.prod(shape))
+    W = rng.normal(size=(m, n)) * 2.0 / np.sqrt(n)
+    Cm = rng.normal(size=(n, n)) * 3.0 / np.sqrt(n)
 
-    V0 = basis(x)
-    x_new, used = reprojected_edit_steps(f, basis, x, T, V0[0], gamma=0.5, n_steps=2)
-    assert x_new.shape == x.shape and len(used) == 2
-    for v in used:
-        assert abs(float(jnp.linalg.norm(v)) - 1.0) < 1e-5
-    assert float(jnp.vdot(used[0], V0[0])) > 0.99  # at the start point the projection is the identity
+    def jac(x):
+        return (1.0 - np.tanh(W @ np.ravel(x)) ** 2)[:, None] * W
+
+    def eps_np(x):
+        return np.tanh(Cm @ np.ravel(x)).reshape(shape)
+
+    def eps(x, t):  # [B, 4, 4, 3], t unused
+        return jnp.tanh(x.reshape(x.shape[0], -1) @ jnp.asarray(Cm.T, jnp.float32)).reshape(x.shape)
+
+    x0 = rng.normal(size=shape)
+    k, gap = _gap_k(np.linalg.svd(jac(x0), compute_uv=False))
+
+    def tangent(x):  # [k, n] orthonormal rows
+        return np.linalg.svd(jac(np.asarray(x, np.float64)), full_matrices=False)[2][:k]
+
+    def basis(x):
+        return tangent(x).reshape((k,) + shape)
+
+    gamma, n_steps = 1.0, 3
+    v0 = tangent(x0)[0].reshape(shape)
+    x_new, used = reprojected_edit_steps(eps, basis, jnp.asarray(x0, jnp.float32), T, jnp.asarray(v0, jnp.float32),
+                                         gamma=gamma, n_steps=n_steps)
+    assert x_new.shape == shape and len(used) == n_steps
+    x, v_prev = x0, v0.ravel()
+    for j, v in enumerate(used):
+        v = np.asarray(v, np.float64).ravel()
+        V = tangent(x)
+        p = V.T @ (V @ v_prev)
+        expect = p / np.linalg.norm(p) * np.sign(p @ v_prev)
+        assert abs(np.linalg.norm(v) - 1.0) < 1e-5
+        assert np.linalg.norm(v - V.T @ (V @ v)) < 1e-4, f"step {j}: direction leaves the tangent space"
+        np.testing.assert_allclose(v, expect, atol=1e-4)
+        if j > 0:  # the space moved: the previous direction is far from it (a missing re-projection shows)
+            assert np.linalg.norm(v_prev - V.T @ (V @ v_prev)) > 0.05, (j, gap)
+        x = x + gamma * (eps_np(x + v.reshape(shape)) - eps_np(x))
+        v_prev = v
+    np.testing.assert_allclose(np.asarray(x_new), x, atol=1e-4)
 
 
 def test_bad_inputs(tiny):
