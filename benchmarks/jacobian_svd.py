@@ -14,7 +14,9 @@ One run measures, side by side on the same weights, the same x_t, t = 500 and th
   (f) ``lanczos_bidiag_svd`` (ours, thick-restart Lanczos bidiagonalisation in one jitted call) with each block
       size of ``--lanczos-blocks`` (default 1 and 8), its solver overhead (wall time minus ``steps`` times the
       measured time of one block of b JVPs + b VJPs, as a fraction of the latter), and with ``--batched B`` a
-      row of B images in one ``jit(vmap(...))`` call against B sequential jitted calls,
+      row of B images in one ``jit(vmap(...))`` call against B sequential jitted calls (the overhead's split into
+      product time inside the loop and the solver's own work, pinned to one core: ``benchmarks/lanczos_overhead.py``;
+      the 256-px celebahq-256 cost: ``benchmarks/jacobian_svd_256.py``),
   and ours again with the loosest tolerance whose accuracy is >= the official's: "@eq-acc" (max σ
   error, max angle of v_i and top-k subspace angle each <= the official's) and "@eq-acc-per-triplet"
   (every σ_i error and every angle of v_i <= the official's, with float32-level floors).
