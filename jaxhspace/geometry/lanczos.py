@@ -36,13 +36,16 @@ never mixes with (possibly zero) singular values of the real part. Measured on t
 singular values match a float64 dense SVD to 4.5e-7 (k = 8) and 9.6e-7 (k = 50) relative, the top-k subspaces to
 2e-4 and 1e-3 degrees (``benchmarks/results/jacobian_svd_trained_k*_lanczos.json``).
 
-Cost on CPU (``benchmarks/lanczos_overhead.py``, shipped DDPM, one pinned core, process-CPU time): XLA's CPU
-compiler puts convolution kernels in canonical order only in the entry computation, so the VJP's convolutions
-(transposed, ``01oi`` kernels) in a ``while_loop`` body missed the fast kernels and a JVP + VJP pair took 29.8 ms
-there vs 8.4 ms as a standalone jitted call. The products are therefore applied with their convolution kernels
-made canonical once, before the loop (:func:`_hoist_conv_kernels`): 7.0 ms per pair in the loop. The solver's own
-work (Gram--Schmidt, Ritz SVDs, restarts) is 3% (k = 8) and 12% (k = 50) of the product time; the whole solver
-takes 4% (k = 8) and 3% (k = 50) less CPU time than its block steps x one standalone JVP + VJP pair.
+Cost on CPU (``benchmarks/lanczos_overhead.py``, shipped DDPM, one pinned core, process-CPU time, four runs on a
+shared machine): XLA's CPU compiler puts convolution kernels in canonical order only in the entry computation, so
+the VJP's convolutions (transposed, ``01oi`` kernels) in a ``while_loop`` body missed the fast kernels and a JVP +
+VJP pair took 30-32 ms there vs 8.4-11.9 ms as a standalone jitted call. The products are therefore applied with
+their convolution kernels made canonical once, before the loop (:func:`_hoist_conv_kernels`): 7.0-8.6 ms per pair
+in the loop. The solver's own work (Gram--Schmidt, Ritz SVDs, restarts) is 2-4% (k = 8) and 8-15% (k = 50) of the
+product time; timed back to back with its block steps' worth of standalone JVP + VJP pairs (the products of a
+host-driven solver), the whole solver takes 16% (k = 8) and 8% (k = 50) less CPU time. At 256 px (celebahq-256
+architecture, ``benchmarks/jacobian_svd_256.py``) it spends 1.62 s of CPU per product against 1.79 s for a
+standalone JVP/VJP.
 
 Libraries evaluated before writing this (``pip install`` on 2026-11-29):
 
@@ -194,11 +197,11 @@ def _hoist_conv_kernels(fn: Callable, example) -> Callable:
     rewrites such convolutions to the canonical kernel order (spatial, in, out) only in the entry computation
     (``openxla/xla:xla/service/cpu/conv_canonicalization.cc``: it iterates ``module->entry_computation()``), so
     inside a ``while_loop`` body they miss the fast YNNPACK/Eigen kernels: measured on the shipped DDPM (one core),
-    a JVP + VJP pair took 29.8 ms of CPU as a loop body vs 8.4 ms standalone. Here every convolution of ``fn``'s
+    a JVP + VJP pair took 30-32 ms of CPU as a loop body vs 8-12 ms standalone. Here every convolution of ``fn``'s
     jaxpr whose kernel depends only on closed-over values (through layout-only operations) gets that kernel
     transposed to canonical order once, at the call of this function (outside the loop), and the convolution's
     dimension numbers changed to match; the result is the same linear map (same sums, same order) and the loop
-    body's convolutions are canonical (measured: 7.0 ms per pair in the loop). Convolutions inside nested ``jit``
+    body's convolutions are canonical (measured: 7-9 ms per pair in the loop). Convolutions inside nested ``jit``
     calls of ``fn`` are left as they are. Returns ``fn`` itself when there is nothing to rewrite.
 
     Args:
