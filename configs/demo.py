@@ -9,6 +9,8 @@ Stages (each is the stand-alone job of the same name, with the sub-config below)
   pullback    top right singular vectors of ∂h/∂x at the official edit time, x̂ = x + γ[ε(x+v) − ε(x)]
   haas        top singular vectors of ∂ε/∂h, added as Δh
   pca         PCA of h per timestep, plus the supervised mean-difference direction
+  latent      the same faces in the text-conditioned latent pipeline assets/sd_synthfaces: pullback (J = dh/dz),
+              Haas, PCA + supervised global Δh for smile / red hair / glasses (asymmetric), and prompt edits
 """
 import ml_collections
 
@@ -26,7 +28,7 @@ def get_config():
     c.num_images = 8
     c.image_paths = ()                # or your own images (centre-cropped, resized to the model's size)
     c.upscale = 3
-    c.stages = ("asyrp_edit", "pullback", "haas", "pca")
+    c.stages = ("asyrp_edit", "pullback", "haas", "pca", "latent")
     c.editor_names = EDITOR_NAMES
 
     a = ml_collections.ConfigDict()
@@ -82,4 +84,19 @@ def get_config():
     q.t_boost = 0
     q.symmetric = True
     c.pca = q
+
+    # the latent stage: each job's config is the pixel stage's with the latent model's overrides
+    lat = ml_collections.ConfigDict()
+    lat.model_path = "assets/sd_synthfaces"
+    lat.prompt = ""                   # inversion and edits with the empty prompt (the unconditional branch)
+    lat.jobs = ("pullback", "haas", "pca", "prompt_edit")
+    lat.pullback = {**p.to_dict(), "n_steps": 20}
+    lat.haas = h.to_dict()
+    lat.pca = {**q.to_dict(), "n_dirs": 2, "supervised_factor": ("smile", "hair_color=red", "glasses"),
+               "scales": (-1.0, 0.5, 1.0, 1.5), "symmetric": False}
+    from jaxhspace.configs.sd_synthfaces.prompt_edit import get_config as prompt_edit_config
+
+    pe = prompt_edit_config()
+    lat.prompt_edit = {k: pe[k] for k in ("n_steps", "source_prompt", "edits", "guidance_scale")}
+    c.latent = lat
     return c

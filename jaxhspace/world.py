@@ -21,6 +21,7 @@ DEFAULT_DDPM = os.path.join(ASSETS, "ddpm_synthfaces")  # the editing world: 600
 SAMPLER_DDPM = os.path.join(ASSETS, "ddpm_synthfaces_refined")  # the same run after 3000 refine steps: the sampler
 DEFAULT_CLIP = os.path.join(ASSETS, "clip_synthfaces")
 DEFAULT_PROBE = os.path.join(ASSETS, "probe")
+SD_SYNTHFACES = os.path.join(ASSETS, "sd_synthfaces")  # the text-conditioned latent pipeline
 
 
 # How each shipped asset is rebuilt (README, "The embedded default world"): (command, where it writes the result).
@@ -35,6 +36,9 @@ REBUILD_COMMANDS = {
     "ddpm_synthfaces_refined": ("python -m jaxhspace.main --config ddpm_synthfaces --workdir runs/ddpm_synthfaces",
                                 "assets/ddpm_synthfaces_refined (run it after the ddpm_synthfaces command: it "
                                 "resumes that workdir at step 6000)"),
+    "sd_synthfaces": ("python -m jaxhspace.main --config sd_synthfaces/vae --workdir runs/sd_vae && python -m "
+                      "jaxhspace.main --config sd_synthfaces/unet --workdir runs/sd_unet",
+                      "runs/sd_unet/export (the VAE job's export runs/sd_vae/export is its vae_path)"),
     "editors/red_hair": ("python -m jaxhspace.main --config editor_red_hair --workdir runs/editor_red_hair",
                          "runs/editor_red_hair/editor"),
     "editors/glasses": ("python -m jaxhspace.main --config editor_glasses --workdir runs/editor_glasses",

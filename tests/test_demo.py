@@ -35,6 +35,11 @@ def tiny_demo_config():
     c.pca.k = 2
     c.pca.n_dirs = 1
     c.pca.scales = (2.0,)
+    lat = c.latent
+    lat.pullback.update(n_steps=4, k=2, n_dirs=1, svd_max_iters=3, n_edit_steps=2)
+    lat.haas.update(n_steps=3, k=2, n_dirs=1, svd_max_iters=3, sigma_schedule="constant")
+    lat.pca.update(n_steps=4, num_pca_samples=16, k=2, n_dirs=1, scales=(-1.0, 1.0))
+    lat.prompt_edit.update(n_steps=3)
     return c
 
 
@@ -50,10 +55,11 @@ def test_demo_writes_consistent_report_and_metrics(demo_run):
     workdir, out = demo_run
     assert os.path.isfile(out["report"]) and os.path.isfile(out["metrics"])
     m = json.load(open(out["metrics"]))
-    assert m["stages"] == ["asyrp_edit", "pullback", "haas", "pca"]
+    assert m["stages"] == ["asyrp_edit", "pullback", "haas", "pca", "latent"]
     # Row counts: 2 editors x (2 scales + 2 global scales) + combination (2 alone + combined); pullback 1 dir x 2
-    # signs; Haas 1 dir x 2 scales; PCA (1 PC + supervised) x 1 scale.
-    assert [len(m["scores"][s]) for s in m["stages"]] == [2 * 4 + 3, 2, 2, 2]
+    # signs; Haas 1 dir x 2 scales; PCA (1 PC + supervised) x 1 scale; latent: pullback 2 + Haas 2 + PCA (1 PC +
+    # 3 supervised) x 2 scales + 3 prompt edits.
+    assert [len(m["scores"][s]) for s in m["stages"]] == [2 * 4 + 3, 2, 2, 2, 2 + 2 + 8 + 3]
     # every row agrees with the stage job's own probe numbers
     pull = json.load(open(os.path.join(workdir, "pullback", "metrics.json")))
     for row, src in zip(m["scores"]["pullback"], pull["edit_scores"]):
@@ -65,10 +71,22 @@ def test_demo_writes_consistent_report_and_metrics(demo_run):
     assert hair["target"] == "hair_color" and hair["supervised"]
     assert hair["target_change"] == pytest.approx(src["target"]["target_change"])
     assert hair["max_leakage"] == pytest.approx(src["target"]["max_leakage"])
+    # the latent stage: supervised Δh rows carry their known target's signed change, prompt edits theirs
+    lat = m["scores"]["latent"]
+    pca = json.load(open(os.path.join(workdir, "latent", "pca", "metrics.json")))
+    red = [r for r in lat if r["edit"] == "latent supervised hair_color=red x1"][0]
+    src = [s for s in pca["edit_scores"] if s["direction"] == "supervised hair_color=red" and s["scale"] == 1.0][0]
+    assert red["target"] == "hair_color" and red["target_class"] == "red" and red["supervised"]
+    assert red["target_change"] == pytest.approx(src["target"]["target_change"])
+    assert red["changes"] == pytest.approx(src["changes"])
+    pe = json.load(open(os.path.join(workdir, "latent", "prompt_edit", "metrics.json")))
+    smile = [r for r in lat if r["edit"] == "prompt edit 'a face' -> 'a smiling face'"][0]
+    assert smile["target"] == "smile" and smile["target_change"] == pytest.approx(pe["edit_scores"][0]["target_change"])
     html = open(out["report"], encoding="utf-8").read()
-    for sec in ("asyrp", "pullback", "haas", "pca"):
+    for sec in ("asyrp", "pullback", "haas", "pca", "latent"):
         assert f"<section id='{sec}'>" in html
-    assert html.count("data:image/png;base64,") == len(asy["grids"]) + 3 * 2  # + grid and plot per direction stage
+    # + grid and plot per pixel direction stage, + the latent stage's four grids
+    assert html.count("data:image/png;base64,") == len(asy["grids"]) + 3 * 2 + 4
     assert "http://" not in html and "https://" not in html and "<script" not in html  # offline, self-contained
 
 

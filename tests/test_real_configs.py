@@ -114,7 +114,8 @@ def test_pullback_job_runs_on_a_user_folder(user_files):
     c.n_steps, c.svd_max_iters, c.n_edit_steps = 5, 3, 2
     wd = str(user_files["root"] / "pullback")
     m = get_task("pullback")(c, wd)
-    assert m["edit_t"] == 499 and m["k"] == 2 and len(m["singular_values"]) == 2  # 2 images from the folder
+    # the official float grid (park_grid="official"): n = 5 -> 999, 749.25, 499.5, ...; edit_t 600 -> 499.5
+    assert m["edit_t"] == 499.5 and m["k"] == 2 and len(m["singular_values"]) == 2  # 2 images from the folder
     assert m["columns"] == ["input", "reconstruction", "v0-", "v0+", "v1-", "v1+"]
     assert m["edit_scores"] == [] and os.path.isfile(m["grid"])  # no probe at 16 px
 

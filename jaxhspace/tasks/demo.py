@@ -1,8 +1,11 @@
-"""Job ``demo``: edit the same faces three ways (Asyrp editors, Park pullback, Haas ∂ε/∂h and PCA) and write
-one scored, self-contained report ``workdir/index.html`` plus ``workdir/metrics.json``.
+"""Job ``demo``: edit the same faces three ways (Asyrp editors, Park pullback, Haas ∂ε/∂h and PCA) on the pixel DDPM,
+and again in the h-space of the text-conditioned latent pipeline (stage ``latent``), and write one scored,
+self-contained report ``workdir/index.html`` plus ``workdir/metrics.json``.
 
 Each stage is the stand-alone job of the same name (``asyrp_edit``, ``pullback``, ``haas``, ``pca``) run on
-a sub-config (``config.<stage>`` plus the shared fields) into ``workdir/<stage>/``; this module only
+a sub-config (``config.<stage>`` plus the shared fields) into ``workdir/<stage>/``; the ``latent`` stage runs the
+``pullback``, ``haas``, ``pca`` and ``prompt_edit`` jobs on ``config.latent.model_path`` into
+``workdir/latent/<job>/``. This module only
 collects their probe scores into one table format and renders the report.
 """
 from __future__ import annotations
@@ -16,7 +19,8 @@ from jaxhspace.report import write_report
 from jaxhspace.tasks.common import write_metrics
 
 SHARED = ("model_path", "seed", "data_seed", "num_images", "image_paths", "upscale")
-STAGES = ("asyrp_edit", "pullback", "haas", "pca")
+STAGES = ("asyrp_edit", "pullback", "haas", "pca", "latent")
+LATENT_JOBS = ("pullback", "haas", "pca", "prompt_edit")  # the jobs of the latent stage, in this order
 
 
 def stage_config(config, stage: str) -> ml_collections.ConfigDict:
@@ -26,6 +30,32 @@ def stage_config(config, stage: str) -> ml_collections.ConfigDict:
         sub[k] = config[k]
     sub.task = stage
     return sub
+
+
+def latent_job_config(config, job: str) -> ml_collections.ConfigDict:
+    """``config.latent[job]`` on the latent pipeline ``config.latent.model_path`` (prompt ``config.latent.prompt``)
+    with the shared faces, seed and upscale of the demo."""
+    sub = ml_collections.ConfigDict(config.latent[job].to_dict())
+    for k in SHARED:
+        if k != "model_path":
+            sub[k] = config[k]
+    sub.model_path = config.latent.model_path
+    if job != "prompt_edit":
+        sub.prompt = config.latent.prompt
+    sub.task = job
+    return sub
+
+
+def latent_rows(results: dict) -> list[dict]:
+    """Rows of the latent stage: its pullback / Haas / PCA rows prefixed "latent", then the prompt edits."""
+    rows = []
+    for job in ("pullback", "haas", "pca"):
+        if job in results:
+            rows += [{**r, "edit": f"latent {r['edit']}"} for r in direction_rows(results[job], job)]
+    m = results.get("prompt_edit")
+    for s in (m or {}).get("edit_scores", []):
+        rows.append(_row(f"prompt edit {m['source_prompt']!r} -> {s['prompt']!r}", s, s["target"], s["target_change"]))
+    return rows
 
 
 def _row(edit: str, probe: dict, target: str = "", target_change=None) -> dict:
@@ -75,6 +105,11 @@ def direction_rows(m: dict, stage: str) -> list[dict]:
             label = f"Haas v{s['direction']} x{s['scale']:g}"
         else:
             label = f"{s['direction']} x{s['scale']:g}"
+            if "target" in s:  # a supervised direction: its known target's signed change, the rest is leakage
+                t = s["target"]
+                target = t["target"] + (f"={t['target_class']}" if t.get("target_class") else "")
+                rows.append(_row(label, s, target, t["target_change"]))
+                continue
         rows.append(_row(label, s))
     return rows
 
@@ -106,7 +141,11 @@ def run(config, workdir: str) -> dict:
     for stage in config.stages:
         print(f"[demo] stage {stage} ...", flush=True)
         t0 = time.time()
-        results[stage] = get_task(stage)(stage_config(config, stage), os.path.join(workdir, stage))
+        if stage == "latent":
+            results[stage] = {job: get_task(job)(latent_job_config(config, job), os.path.join(workdir, stage, job))
+                              for job in config.latent.jobs}
+        else:
+            results[stage] = get_task(stage)(stage_config(config, stage), os.path.join(workdir, stage))
         walls[stage] = time.time() - t0
         print(f"[demo] stage {stage} done in {walls[stage]:.0f} s", flush=True)
 
@@ -150,6 +189,25 @@ def run(config, workdir: str) -> dict:
                                   f"with and without '{m['supervised']['factor']}'.",
                              images=[(m["grid"], "PCA edits"), (m["std_plot"], "std of h along each PC")],
                              rows=table["pca"]))
+
+    if "latent" in results:
+        r = results["latent"]
+        table["latent"] = latent_rows(r)
+        imgs = []
+        for job, key, cap in (("pullback", "grid", "latent pullback edits (J = ∂h/∂z)"),
+                              ("haas", "grid", "latent Haas edits (∂ε/∂h)"),
+                              ("pca", "grid", "latent PCA and supervised global Δh (asymmetric)"),
+                              ("prompt_edit", "grid", "prompt edits (no h-space)")):
+            if job in r:
+                imgs.append((r[job][key], cap))
+        sections.append(dict(id="latent", title="Latent h-space: the text-conditioned SynthFaces pipeline",
+                             text=f"The same faces encoded by the pipeline's VAE ({config.latent.model_path}), "
+                                  f"DDIM-inverted with the prompt {config.latent.prompt!r}, and edited in the UNet "
+                                  "bottleneck of the latent model: pullback directions of J = ∂h/∂z, Haas directions "
+                                  "of ∂ε/∂h, PCs of h and supervised mean-difference Δh (smile, red hair, glasses; "
+                                  "mean h of positives minus negatives per timestep, added in the asymmetric reverse "
+                                  "process), and prompt edits as the non-h-space baseline.",
+                             images=imgs, rows=table["latent"]))
 
     intro = ("Every edit is scored by the shipped SynthFaces attribute probe against the reconstruction of the same "
              "faces: <b>target change</b> (signed, in fractions of the factor's full range; total-variation of the "

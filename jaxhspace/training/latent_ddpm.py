@@ -211,7 +211,9 @@ def train_latent_ddpm(config, workdir: str) -> dict:
         images, factors = synthfaces.generate(config.seed * 1_000_003 + step, config.batch_size, size=size)
         return jnp.asarray(images), jnp.asarray(text.ids(batch_captions(config, step, factors)))
 
-    res = run_training(config, workdir, state, step_fn, batch_fn, "latent-ddpm", BOOKKEEPING)
+    # warm-up then a constant lr: the weights up to any step do not depend on total_steps, so it may change on resume
+    harmless = {"total_steps": "the learning rate does not depend on it"}
+    res = run_training(config, workdir, state, step_fn, batch_fn, "latent-ddpm", BOOKKEEPING, harmless)
     state = res.state
     metrics = {"steps_done": int(state.step), "total_steps": int(config.total_steps),
                "params": int(sum(np.prod(a.shape) for a in jax.tree.leaves(state.params))),
