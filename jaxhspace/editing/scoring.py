@@ -73,3 +73,22 @@ def target_effect(probe_params, before, after, target: str) -> dict:
         out["target_change"] = float(np.mean(sa[factor][:, k] - sb[factor][:, k]))
         out["target_class"] = cls
     return out
+
+
+def per_face_target_change(probe_params, before, after, target: str) -> np.ndarray:
+    """Signed change of ``target`` per face, [N] float: a continuous factor in fractions of its range, a binary one
+    as the probability change, ``"factor=class"`` as the change of that class's probability (the per-face terms
+    whose mean is :func:`target_effect`'s ``target_change``)."""
+    from jaxhspace.data import probe
+    from jaxhspace.data.synthfaces import FACTORS
+
+    factor, _, cls = target.partition("=")
+    f = FACTORS[factor]
+    sb = probe.score(probe_params, _as_shown(before), probs=True)
+    sa = probe.score(probe_params, _as_shown(after), probs=True)
+    if cls:
+        k = f.classes.index(cls)
+        return (sa[factor][:, k] - sb[factor][:, k]).astype(np.float32)
+    if f.kind == "categorical":
+        raise ValueError(f"target {target!r}: name a class of the categorical factor, e.g. '{factor}={f.classes[0]}'")
+    return ((sa[factor] - sb[factor]) / f.span).astype(np.float32)

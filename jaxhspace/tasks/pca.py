@@ -32,7 +32,7 @@ from jaxhspace.diffusion.ddim import ddim_invert, ddim_sample
 from jaxhspace.diffusion.schedule import asyrp_timesteps
 from jaxhspace.directions import mean_difference, pca
 from jaxhspace.editing.asyrp_edit import TableDelta, asyrp_edit, invert, stack_deltas
-from jaxhspace.editing.scoring import factor_changes, load_default_probe, target_effect
+from jaxhspace.editing.scoring import factor_changes, load_default_probe, per_face_target_change, target_effect
 from jaxhspace.models.functional import eps_fn
 from jaxhspace.tasks.common import write_metrics
 from jaxhspace.tasks.inputs import image_size, load_world, test_images
@@ -190,6 +190,7 @@ def run(config, workdir: str) -> dict:
                 spec = n[len("supervised "):] if n.startswith("supervised ") else ""
                 if spec.partition("=")[0] in synthfaces.FACTORS:  # a known target (SynthFaces supervised direction)
                     entry["target"] = target_effect(probe_params, recon, E[d, k], spec)
+                    entry["target"]["per_face"] = per_face_target_change(probe_params, recon, E[d, k], spec).tolist()
                 scores.append(entry)
     metrics = {"task": "pca", "model": source, "prompt": world.prompt if world.is_latent else None,
                "timesteps": list(ts), "pc_std": stds.tolist(),
