@@ -70,6 +70,9 @@ def get_config():
     h.svd_max_iters = 20
     h.n_dirs = 3
     h.scales = (-100.0, 100.0)        # Δh = scale·σ·v; σ(∂ε/∂h) ≈ 0.1 here, so |Δh| ≈ 10 (h's PC std: 15-46)
+    # one SVD per face at jacobian_t (the official per-step σ_k(t) costs one SVD per edited step, each ≈10 s here
+    # because every call re-linearises and re-compiles: 20x the demo's Haas time); configs/haas.py keeps "per_step"
+    h.sigma_schedule = "constant"
     c.haas = h
 
     q = ml_collections.ConfigDict()

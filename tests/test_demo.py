@@ -37,7 +37,7 @@ def tiny_demo_config():
     c.pca.scales = (2.0,)
     lat = c.latent
     lat.pullback.update(n_steps=4, k=2, n_dirs=1, svd_max_iters=3, n_edit_steps=2)
-    lat.haas.update(n_steps=3, k=2, n_dirs=1, svd_max_iters=3, sigma_schedule="constant")
+    lat.haas.update(n_steps=3, k=2, n_dirs=1, svd_max_iters=3)
     lat.pca.update(n_steps=4, num_pca_samples=16, k=2, n_dirs=1, scales=(-1.0, 1.0))
     lat.prompt_edit.update(n_steps=3)
     return c

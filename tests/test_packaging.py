@@ -38,6 +38,12 @@ DEMO_QUICK = [
     "--config.haas.n_steps=6", "--config.haas.k=2", "--config.haas.n_dirs=1", "--config.haas.svd_max_iters=3",
     "--config.pca.n_steps=6", "--config.pca.num_pca_samples=16", "--config.pca.k=2", "--config.pca.n_dirs=1",
     "--config.pca.scales=(2.0,)",
+    "--config.latent.pullback.n_steps=4", "--config.latent.pullback.k=2", "--config.latent.pullback.n_dirs=1",
+    "--config.latent.pullback.svd_max_iters=3", "--config.latent.pullback.n_edit_steps=2",
+    "--config.latent.haas.n_steps=3", "--config.latent.haas.k=2", "--config.latent.haas.n_dirs=1",
+    "--config.latent.haas.svd_max_iters=3",
+    "--config.latent.pca.n_steps=4", "--config.latent.pca.num_pca_samples=16", "--config.latent.pca.k=2",
+    "--config.latent.pca.n_dirs=1", "--config.latent.pca.scales=(-1.0,1.0)", "--config.latent.prompt_edit.n_steps=3",
 ]
 
 
@@ -285,10 +291,10 @@ def test_wheel_installs_outside_checkout_and_runs_demo(built, tmp_path):
     t_report = time.perf_counter()
     out = work / "runs" / "demo"
     m = json.loads((out / "metrics.json").read_text())
-    assert m["stages"] == ["asyrp_edit", "pullback", "haas", "pca"]
-    assert [len(m["scores"][s]) for s in m["stages"]] == [2 * 4 + 3, 2, 2, 2]  # as in tests/test_demo.py
+    assert m["stages"] == ["asyrp_edit", "pullback", "haas", "pca", "latent"]
+    assert [len(m["scores"][s]) for s in m["stages"]] == [2 * 4 + 3, 2, 2, 2, 15]  # as in tests/test_demo.py
     html = (out / "index.html").read_text(encoding="utf-8")
-    assert all(f"<section id='{s}'>" in html for s in ("asyrp", "pullback", "haas", "pca"))
+    assert all(f"<section id='{s}'>" in html for s in ("asyrp", "pullback", "haas", "pca", "latent"))
     print(f"\nwheel {os.path.getsize(wheel) / 1e6:.1f} MB; build {built['seconds']:.0f} s; venv + install "
           f"{t_installed - t_start:.0f} s; load checks {t_checks - t_installed:.0f} s; quick demo "
           f"{t_report - t_checks:.0f} s; install to report {t_report - t_start:.0f} s")
