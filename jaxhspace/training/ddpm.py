@@ -8,22 +8,18 @@ from __future__ import annotations
 
 import json
 import os
-import time
 
 import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from tqdm import tqdm
 
 from jaxhspace.data import synthfaces
 from jaxhspace.diffusion.schedule import Schedule, make_schedule
-from jaxhspace.errors import TrainingInterrupted
 from jaxhspace.models.unet import UNet2DModel, UNetConfig
-from jaxhspace.training.checkpointing import Checkpointer
-from jaxhspace.training.run_config import check_resume
-from jaxhspace.training.safety import InterruptGuard, LossGuard, check_export_dir, export_folder, trim_log
+from jaxhspace.training.loop import latest_step, run_training
+from jaxhspace.training.safety import check_export_dir, export_folder
 
 # what the job writes into its workdir (an export_dir inside the workdir must avoid these)
 WORKDIR_FILES = ("checkpoints", "train_log.jsonl", "metrics.json", "run_config.json")
@@ -138,10 +134,7 @@ def train_ddpm(config, workdir: str) -> dict:
     """
     export_dir = check_export_dir(config.get("export_dir"), workdir, WORKDIR_FILES,
                                   bool(config.get("allow_asset_export", False)))
-    os.makedirs(workdir, exist_ok=True)
-    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), every=config.checkpoint_every)
-    resume_from = ckpt.latest_step()
-    check_resume(config, workdir, resume_from is not None, BOOKKEEPING, _harmless_changes(config, resume_from))
+    resume_from = latest_step(workdir)
     ucfg = UNetConfig.from_dict(dict(config.unet))
     model = UNet2DModel(ucfg)
     schedule = make_schedule(config.beta_schedule, config.beta_start, config.beta_end, config.num_train_timesteps)
@@ -154,47 +147,15 @@ def train_ddpm(config, workdir: str) -> dict:
     optimizer = make_optimizer(config.lr, config.warmup_steps, config.grad_clip, refine_from, config.total_steps,
                                config.get("refine_final_lr", config.lr))
     state = DDPMState(jnp.array(0, jnp.int32), params, jax.tree.map(jnp.copy, params), optimizer.init(params))
-    state = ckpt.restore_or(state)
-    start = int(state.step)
-    n_params = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(state.params))
     step_fn = make_train_step(model, schedule, optimizer, config.ema_decay, train_key, refine_from,
                               config.get("refine_min_snr_gamma", 0.0), config.get("refine_ema_decay"))
-    log_path = os.path.join(workdir, "train_log.jsonl")
-    trim_log(log_path, start)  # records of steps after the checkpoint are logged again
-    t0, losses = time.time(), []
-    bar = tqdm(range(start, config.total_steps), initial=start, total=config.total_steps, desc="ddpm", mininterval=5)
-    stopped_early = False
-    loss_guard = LossGuard(config.get("max_loss_growth", 100.0), config.get("loss_window", 10), config.lr)
-    with InterruptGuard() as guard:
-        for step in bar:
-            x0 = jnp.asarray(batch_for_step(config.seed, step, config.batch_size, size))
-            state, loss = step_fn(state, x0)
-            losses.append(float(loss))
-            done = step + 1
-            try:
-                loss_guard.update(done, losses[-1])
-            except ValueError:
-                bar.close()
-                ckpt.close()  # pending saves finish; the diverged state is not saved
-                raise
-            if done % config.log_every == 0:
-                rec = {"step": done, "loss": float(np.mean(losses[-config.log_every:])), "elapsed_s": time.time() - t0}
-                bar.set_postfix(loss=f"{rec['loss']:.4f}")
-                with open(log_path, "a") as f:
-                    f.write(json.dumps(rec) + "\n")
-            ckpt.maybe_save(done, state)
-            if guard.signum is not None:
-                bar.close()
-                _save_final(ckpt, state)
-                ckpt.close()
-                raise TrainingInterrupted(guard.signum, done, ckpt.directory)
-            if config.max_minutes and time.time() - t0 > 60 * config.max_minutes and done < config.total_steps:
-                stopped_early = True
-                break
-        _save_final(ckpt, state)  # also when total_steps is not a multiple of checkpoint_every
-        ckpt.close()
+    res = run_training(config, workdir, state, step_fn,
+                       lambda step: jnp.asarray(batch_for_step(config.seed, step, config.batch_size, size)),
+                       "ddpm", BOOKKEEPING, _harmless_changes(config, resume_from))
+    state, losses, stopped_early = res.state, res.losses, res.stopped_early
+    n_params = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(state.params))
     metrics = {"steps_done": int(state.step), "total_steps": int(config.total_steps), "params": n_params,
-               "wall_s_this_run": time.time() - t0, "final_loss": float(np.mean(losses[-50:])) if losses else None,
+               "wall_s_this_run": res.wall_s, "final_loss": float(np.mean(losses[-50:])) if losses else None,
                "stopped_early": stopped_early}
     if int(state.step) >= config.total_steps and export_dir:
         from jaxhspace.checkpoints.unet import save_unet_diffusers
@@ -217,12 +178,6 @@ def _harmless_changes(config, resume_from: int | None) -> dict:
             refine_from is None or resume_from <= refine_from):
         return {"total_steps": "the learning rate up to the checkpoint does not depend on it"}
     return {}
-
-
-def _save_final(ckpt: Checkpointer, state) -> None:
-    """Save ``state`` unless the newest checkpoint already holds its step."""
-    if ckpt.latest_step() != int(state.step):
-        ckpt.save(int(state.step), state)
 
 
 def scheduler_config(config) -> dict:

@@ -26,6 +26,7 @@ import shutil
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from jaxhspace.data import synthfaces
 from jaxhspace.diffusion.schedule import Schedule, make_schedule
@@ -104,7 +105,7 @@ def make_latent_step(unet, vae, vae_params, scaling_factor: float, text: TextTow
         loss, grads = jax.value_and_grad(
             lambda p: latent_ddpm_loss(unet, p, schedule, z0, ctx, k_loss))(state.params)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = jax.tree.map(lambda p, u: p + u, state.params, updates)
+        params = optax.apply_updates(state.params, updates)
         ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, state.ema_params, params)
         return DDPMState(state.step + 1, params, ema, opt_state), loss
 

@@ -90,6 +90,18 @@ def run_training(config, workdir: str, state, step_fn: Callable, batch_fn: Calla
     return LoopResult(state, losses, stopped_early, time.time() - t0, start)
 
 
+def latest_step(workdir: str) -> int | None:
+    """The step of the newest checkpoint in ``workdir/checkpoints`` (None if there is none); creates nothing."""
+    folder = os.path.join(workdir, "checkpoints")
+    if not os.path.isdir(folder):
+        return None
+    ckpt = Checkpointer(folder, every=1)
+    try:
+        return ckpt.latest_step()
+    finally:
+        ckpt.close()
+
+
 def _save_final(ckpt: Checkpointer, state) -> None:
     if ckpt.latest_step() != int(state.step):
         ckpt.save(int(state.step), state)
