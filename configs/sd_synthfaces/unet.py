@@ -38,7 +38,7 @@ def get_config():
     c.warmup_steps = 200
     c.grad_clip = 1.0
     c.ema_decay = 0.999
-    c.total_steps = 6000
+    c.total_steps = 5000
     c.checkpoint_every = 250
     c.log_every = 25
     c.max_minutes = 55.0
