@@ -60,6 +60,9 @@ def test_vae_resume_equals_uninterrupted(vae_runs):
     for k in wa:
         np.testing.assert_array_equal(wa[k], wb[k], err_msg=k)
     assert ma["scaling_factor"] == mb2["scaling_factor"]
+    # final_loss covers the steps of the interrupted run too (the log holds every step: log_every=1)
+    log = [json.loads(line)["loss"] for line in open(os.path.join(root, "a", "train_log.jsonl"))]
+    assert len(log) == 4 and mb2["final_loss"] == pytest.approx(ma["final_loss"]) == pytest.approx(np.mean(log))
 
 
 def test_vae_export_loads_in_diffusers_with_our_outputs(vae_runs):

@@ -152,10 +152,10 @@ def train_ddpm(config, workdir: str) -> dict:
     res = run_training(config, workdir, state, step_fn,
                        lambda step: jnp.asarray(batch_for_step(config.seed, step, config.batch_size, size)),
                        "ddpm", BOOKKEEPING, _harmless_changes(config, resume_from))
-    state, losses, stopped_early = res.state, res.losses, res.stopped_early
+    state, stopped_early = res.state, res.stopped_early
     n_params = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(state.params))
     metrics = {"steps_done": int(state.step), "total_steps": int(config.total_steps), "params": n_params,
-               "wall_s_this_run": res.wall_s, "final_loss": float(np.mean(losses[-50:])) if losses else None,
+               "wall_s_this_run": res.wall_s, "final_loss": res.final_loss,
                "stopped_early": stopped_early}
     if int(state.step) >= config.total_steps and export_dir:
         from jaxhspace.checkpoints.unet import save_unet_diffusers

@@ -218,7 +218,7 @@ def train_latent_ddpm(config, workdir: str) -> dict:
     state = res.state
     metrics = {"steps_done": int(state.step), "total_steps": int(config.total_steps),
                "params": int(sum(np.prod(a.shape) for a in jax.tree.leaves(state.params))),
-               "wall_s_this_run": res.wall_s, "final_loss": float(np.mean(res.losses[-50:])) if res.losses else None,
+               "wall_s_this_run": res.wall_s, "final_loss": res.final_loss,
                "stopped_early": res.stopped_early}
     if int(state.step) >= config.total_steps and export_dir:
         ema = jax.device_get(state.ema_params)

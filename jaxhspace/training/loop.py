@@ -30,13 +30,15 @@ BOOKKEEPING = ("task", "max_minutes", "export_dir", "allow_asset_export", "log_e
 @dataclasses.dataclass
 class LoopResult:
     """What :func:`run_training` returns: the final ``state``, ``losses`` of this run (floats), whether it
-    ``stopped_early`` (``max_minutes``), its wall time and the step it started from."""
+    ``stopped_early`` (``max_minutes``), its wall time, the step it started from, and ``final_loss``: the mean loss of
+    the run's last 50 steps, read from ``train_log.jsonl`` so that it covers steps of earlier (resumed) runs too."""
 
     state: Any
     losses: list
     stopped_early: bool
     wall_s: float
     start_step: int
+    final_loss: float | None = None
 
 
 def run_training(config, workdir: str, state, step_fn: Callable, batch_fn: Callable, desc: str,
@@ -87,7 +89,21 @@ def run_training(config, workdir: str, state, step_fn: Callable, batch_fn: Calla
                 break
         _save_final(ckpt, state)
         ckpt.close()
-    return LoopResult(state, losses, stopped_early, time.time() - t0, start)
+    return LoopResult(state, losses, stopped_early, time.time() - t0, start, _final_loss(log_path, int(state.step),
+                                                                                       losses))
+
+
+def _final_loss(log_path: str, step: int, losses: list, window: int = 50) -> float | None:
+    """Mean loss over the last ``window`` steps up to ``step``: the logged means of the records in that window (the
+    log holds every run of a resumed training), else this run's own ``losses``."""
+    recs = []
+    if os.path.isfile(log_path):
+        with open(log_path) as f:
+            recs = [json.loads(line) for line in f if line.strip()]
+    vals = [r["loss"] for r in recs if step - window < r["step"] <= step]
+    if vals:
+        return float(np.mean(vals))
+    return float(np.mean(losses[-window:])) if losses else None
 
 
 def latest_step(workdir: str) -> int | None:
