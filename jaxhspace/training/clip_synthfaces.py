@@ -48,6 +48,7 @@ from jaxhspace.losses.clip_directional import IMAGENET_TEMPLATES, encode_texts, 
 from jaxhspace.losses.clip_preprocess import clip_preprocess
 from jaxhspace.models.clip import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig, init_clip_params
 from jaxhspace.training.checkpointing import Checkpointer
+from jaxhspace.training.loop import final_loss_from_log
 from jaxhspace.training.run_config import check_resume
 from jaxhspace.training.safety import InterruptGuard, LossGuard, check_export_dir, export_folder, trim_log
 
@@ -552,8 +553,9 @@ def train_clip(config, workdir: str) -> dict:
     metrics = {"steps_done": int(state.step), "total_steps": int(config.total_steps), "params": n_params,
                "wall_s_this_run": time.time() - t0,
                "stopped_early": stopped_early or int(state.step) < config.total_steps}
-    if hist:
-        metrics["final_loss"] = float(np.mean([h["loss"] for h in hist[-50:]]))
+    final = final_loss_from_log(log_path, int(state.step), [float(h["loss"]) for h in hist])  # resumed runs' steps too
+    if final is not None:
+        metrics["final_loss"] = final
     if int(state.step) >= config.total_steps and export_dir:
         from jaxhspace.checkpoints.clip import save_clip_hf
 

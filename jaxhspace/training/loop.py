@@ -89,11 +89,11 @@ def run_training(config, workdir: str, state, step_fn: Callable, batch_fn: Calla
                 break
         _save_final(ckpt, state)
         ckpt.close()
-    return LoopResult(state, losses, stopped_early, time.time() - t0, start, _final_loss(log_path, int(state.step),
-                                                                                       losses))
+    final = final_loss_from_log(log_path, int(state.step), losses)
+    return LoopResult(state, losses, stopped_early, time.time() - t0, start, final)
 
 
-def _final_loss(log_path: str, step: int, losses: list, window: int = 50) -> float | None:
+def final_loss_from_log(log_path: str, step: int, losses: list, window: int = 50) -> float | None:
     """Mean loss over the last ``window`` steps up to ``step``: the logged means of the records in that window (the
     log holds every run of a resumed training), else this run's own ``losses``."""
     recs = []
