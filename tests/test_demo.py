@@ -129,3 +129,10 @@ def test_report_renders_in_headless_chromium(demo_run, tmp_path):
 
     img = np.asarray(Image.open(shot).convert("RGB"), np.float32)
     assert img.std() > 10.0  # not a blank page: grids and tables were painted
+
+
+def test_demo_rejects_unknown_latent_job(tmp_path):
+    c = tiny_demo_config()
+    c.latent.jobs = ("pullback", "sefa")
+    with pytest.raises(ValueError, match="unknown jobs.*sefa"):
+        demo.run(c, str(tmp_path))

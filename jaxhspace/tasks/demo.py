@@ -137,6 +137,10 @@ def run(config, workdir: str) -> dict:
     unknown = [s for s in config.stages if s not in STAGES]
     if unknown:
         raise ValueError(f"config.stages has unknown stages {unknown}; choose from {list(STAGES)}")
+    if "latent" in config.stages:
+        bad = [j for j in config.latent.jobs if j not in LATENT_JOBS]
+        if bad:
+            raise ValueError(f"config.latent.jobs has unknown jobs {bad}; choose from {list(LATENT_JOBS)}")
     results, walls = {}, {}
     for stage in config.stages:
         print(f"[demo] stage {stage} ...", flush=True)
@@ -194,12 +198,11 @@ def run(config, workdir: str) -> dict:
         r = results["latent"]
         table["latent"] = latent_rows(r)
         imgs = []
-        for job, key, cap in (("pullback", "grid", "latent pullback edits (J = ∂h/∂z)"),
-                              ("haas", "grid", "latent Haas edits (∂ε/∂h)"),
-                              ("pca", "grid", "latent PCA and supervised global Δh (asymmetric)"),
-                              ("prompt_edit", "grid", "prompt edits (no h-space)")):
+        for job, cap in (("pullback", "latent pullback edits (J = ∂h/∂z)"), ("haas", "latent Haas edits (∂ε/∂h)"),
+                         ("pca", "latent PCA and supervised global Δh (asymmetric)"),
+                         ("prompt_edit", "prompt edits (no h-space)")):
             if job in r:
-                imgs.append((r[job][key], cap))
+                imgs.append((r[job]["grid"], cap))
         sections.append(dict(id="latent", title="Latent h-space: the text-conditioned SynthFaces pipeline",
                              text=f"The same faces encoded by the pipeline's VAE ({config.latent.model_path}), "
                                   f"DDIM-inverted with the prompt {config.latent.prompt!r}, and edited in the UNet "
