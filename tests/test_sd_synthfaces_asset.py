@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from jaxhspace.world import ASSETS
+from jaxhspace.world import SD_SYNTHFACES
 
-FOLDER = os.path.join(ASSETS, "sd_synthfaces")
+FOLDER = SD_SYNTHFACES
 
 # Measured on the shipped pipeline with the fixture below (64 prompts, seed 0, 20 steps, guidance 3): hair colour and
 # glasses read back on these shares of the samples (random init: 0.17 and 0.48); the thresholds leave a 0.2 margin.
