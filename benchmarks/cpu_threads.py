@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 
 def threads_from_argv(argv) -> int:
@@ -45,3 +46,15 @@ def limit_cpu_threads(argv) -> int:
 def cpus_usable() -> int:
     """CPUs this process may run on (its affinity; ``os.cpu_count()`` where affinity is unknown)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+class Clock:
+    """``with Clock() as c: ...`` -> ``c.wall`` and ``c.cpu``: wall and process-CPU seconds of the block (CPU time is
+    less sensitive to a shared machine)."""
+
+    def __enter__(self):
+        self.w0, self.c0 = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc):
+        self.wall, self.cpu = time.perf_counter() - self.w0, time.process_time() - self.c0

@@ -56,7 +56,7 @@ import time
 from typing import Optional
 
 
-from benchmarks.cpu_threads import cpus_usable, limit_cpu_threads  # noqa: E402  (imports no jax/torch)
+from benchmarks.cpu_threads import Clock, cpus_usable, limit_cpu_threads  # noqa: E402  (imports no jax/torch)
 
 if __name__ == "__main__" and "jax" not in sys.modules:
     limit_cpu_threads(sys.argv[1:])
@@ -349,17 +349,6 @@ def _svd_fn(name: str):
     return {"krylov": randomized_block_krylov, "subspace": subspace_iteration}[name]
 
 
-class _Clock:
-    """Wall and process-CPU seconds of a block (CPU time is less sensitive to a shared machine)."""
-
-    def __enter__(self):
-        self.w0, self.c0 = time.perf_counter(), time.process_time()
-        return self
-
-    def __exit__(self, *exc):
-        self.wall, self.cpu = time.perf_counter() - self.w0, time.process_time() - self.c0
-
-
 def run_ours(op, name: str, k: int, seed: int, warmup: bool = True, **kw) -> Run:
     """Our method on ``op`` (same key every call, so runs with different stops share a prefix).
 
@@ -372,10 +361,10 @@ def run_ours(op, name: str, k: int, seed: int, warmup: bool = True, **kw) -> Run
     key = jax.random.PRNGKey(seed)
     warm = None
     if warmup:
-        with _Clock() as cw:
+        with Clock() as cw:
             jax.block_until_ready(fn(op, k, key, **dict(kw, max_iters=min(2, kw.get("max_iters", 2)))).v)
         warm = cw.wall
-    with _Clock() as c:
+    with Clock() as c:
         r = fn(op, k, key, **kw)
         jax.block_until_ready((r.u, r.s, r.v))
     extra = dict(tol=kw.get("tol"), max_iters=kw.get("max_iters"), max_rel_residual_in_loop=r.max_relative_residual)
@@ -398,7 +387,7 @@ def _block_pair_seconds(op, b: int, reps: int = 5) -> tuple:
     pair()
     walls, cpus = [], []
     for _ in range(reps):
-        with _Clock() as c:
+        with Clock() as c:
             pair()
         walls.append(c.wall)
         cpus.append(c.cpu)
@@ -412,10 +401,10 @@ def run_lanczos(op, k: int, seed: int, b: int, tol: float) -> Run:
     process-CPU seconds (steadier on a loaded machine)."""
     key = jax.random.PRNGKey(seed)
     counts = op.counts()
-    with _Clock() as cw:
+    with Clock() as cw:
         lanczos_bidiag_svd(op, k, key, tol=tol, block_size=b)
     op.n_jvp, op.n_vjp = counts["n_jvp"], counts["n_vjp"]
-    with _Clock() as c:
+    with Clock() as c:
         r = lanczos_bidiag_svd(op, k, key, tol=tol, block_size=b)
     t_pair, t_pair_cpu = _block_pair_seconds(op, b)
     prod_s, prod_cpu = r.iterations * t_pair, r.iterations * t_pair_cpu
@@ -440,9 +429,9 @@ def batched_row(setup: Setup, k: int, n_images: int, seed: int, tol: float, b: i
     many = jax.jit(jax.vmap(lambda x, key: lanczos_svd_of(f, x, k, key, tol=tol, block_size=b)))
     jax.block_until_ready(one(xs[0], keys[0]))
     jax.block_until_ready(many(xs, keys))
-    with _Clock() as cs:
+    with Clock() as cs:
         seq = [jax.block_until_ready(one(xs[i], keys[i])) for i in range(n_images)]
-    with _Clock() as cb:
+    with Clock() as cb:
         bat = jax.block_until_ready(many(xs, keys))
     s_seq = np.stack([np.asarray(r.s, np.float64) for r in seq])
     s_err = float(np.max(np.abs(np.asarray(bat.s, np.float64) - s_seq) / s_seq))
@@ -463,7 +452,7 @@ def run_official(setup: Setup, k: int, seed: int, max_iter: int = 50, min_iter: 
     if warmup:
         local_encoder_pullback_xt(setup.torch_unet, x, setup.t, pca_rank=min(k, chunk_size),
                                   chunk_size=chunk_size, min_iter=0, max_iter=1, seed=seed + 99)
-    with _Clock() as clk:
+    with Clock() as clk:
         r = local_encoder_pullback_xt(setup.torch_unet, x, setup.t, pca_rank=k, chunk_size=chunk_size,
                                       min_iter=min_iter, max_iter=max_iter, convergence_threshold=1e-4, seed=seed)
     c, hh, ww = x.shape[1:]
@@ -504,7 +493,7 @@ def run_svds(op, k: int, seed: int, tol: float = 1e-5) -> Run:
     c.n_jvp = c.n_vjp = 0
     A = LinearOperator(op.shape, matvec=c.matvec, rmatvec=c.rmatvec, dtype=np.float64)
     v0 = np.random.default_rng(seed).standard_normal(min(op.shape))
-    with _Clock() as clock:
+    with Clock() as clock:
         u, s, vt = svds(A, k=k, tol=tol, v0=v0)  # raises ArpackNoConvergence if it does not converge
     order = np.argsort(s)[::-1]
     return Run("scipy.svds(arpack)", k, u[:, order].T, s[order], vt[order], clock.wall, clock.cpu, c.n_jvp, c.n_vjp, 0,

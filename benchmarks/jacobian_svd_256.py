@@ -36,7 +36,7 @@ import subprocess
 import sys
 import time
 
-from benchmarks.cpu_threads import cpus_usable, limit_cpu_threads  # imports neither jax nor torch
+from benchmarks.cpu_threads import Clock, cpus_usable, limit_cpu_threads  # imports neither jax nor torch
 
 if __name__ == "__main__" and "jax" not in sys.modules and "--build-only" not in sys.argv:
     limit_cpu_threads(sys.argv[1:])
@@ -69,15 +69,6 @@ def build_model_folder(folder: str, seed: int = 0) -> None:
     tmp = folder + ".tmp"
     unet.save_pretrained(tmp)
     os.replace(tmp, folder)
-
-
-class _Clock:
-    def __enter__(self):
-        self.w0, self.c0 = time.perf_counter(), time.process_time()
-        return self
-
-    def __exit__(self, *exc):
-        self.wall, self.cpu = time.perf_counter() - self.w0, time.process_time() - self.c0
 
 
 def _log(msg: str) -> None:
@@ -138,14 +129,14 @@ def main(argv=None) -> int:
                environment=dict(jax=jax.__version__, cpus_usable=cpus_usable(), cpu_count=os.cpu_count(),
                                 xla_flags=os.environ.get("XLA_FLAGS", ""), nice=os.nice(0),
                                 loadavg_start=list(os.getloadavg())))
-    with _Clock() as c:
+    with Clock() as c:
         model, params = load_unet(folder)
     n_params = int(sum(np.prod(p.shape) for p in jax.tree.leaves(params)))
     x = jnp.asarray(np.random.default_rng(a.seed).standard_normal((256, 256, 3)).astype(np.float32))
     res["load_s"], res["n_params"] = c.wall, n_params
     _log(f"loaded {n_params:,} params in {c.wall:.1f} s; peak RSS {peak_rss_gib():.2f} GiB")
 
-    with _Clock() as c:
+    with Clock() as c:
         op = pullback_operator(model, params, x, T_EDIT)
         jax.block_until_ready(op.primal_out)
     n, m = op.dim_in, op.dim_out
@@ -155,11 +146,11 @@ def main(argv=None) -> int:
     v1 = jax.random.normal(jax.random.PRNGKey(1), op.in_shape)
     u1 = jax.random.normal(jax.random.PRNGKey(2), op.out_shape)
     for name, fn, arg in (("jvp", op.matvec, v1), ("vjp", op.rmatvec, u1)):
-        with _Clock() as c:
+        with Clock() as c:
             jax.block_until_ready(fn(arg))
         walls, cpus = [], []
         for _ in range(2):
-            with _Clock() as c2:
+            with Clock() as c2:
                 jax.block_until_ready(fn(arg))
             walls.append(c2.wall)
             cpus.append(c2.cpu)
@@ -201,11 +192,11 @@ def main(argv=None) -> int:
             continue
         if name == "lanczos":
             _log(f"lanczos b=1 k={k}: compile (a call stopped after {2 * k} products)")
-            with _Clock() as cc:
+            with Clock() as cc:
                 lanczos_bidiag_svd(op, k, key, tol=a.tol, block_size=1, max_products=2 * k)
             op.reset_counts()
             _log(f"lanczos compile + {2 * k} products: {cc.wall:.0f} s; timed run")
-            with _Clock() as c:
+            with Clock() as c:
                 r = lanczos_bidiag_svd(op, k, key, tol=a.tol, block_size=1, max_products=a.max_products)
                 jax.block_until_ready(r.v)
             h = r.history[0]
@@ -237,7 +228,7 @@ def main(argv=None) -> int:
             A = LinearOperator((m, n), matvec=mv, rmatvec=rmv, dtype=np.float64)
             v0 = np.random.default_rng(a.seed).standard_normal(min(m, n))
             _log(f"svds k={k} tol={a.svds_tol}")
-            with _Clock() as c:
+            with Clock() as c:
                 u, s, vt = svds(A, k=k, tol=a.svds_tol, v0=v0)
             order = np.argsort(s)[::-1]
             nprod = cnt["jvp"] + cnt["vjp"]

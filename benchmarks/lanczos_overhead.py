@@ -42,7 +42,7 @@ import os
 import sys
 import time
 
-from benchmarks.cpu_threads import cpus_usable, limit_cpu_threads  # imports neither jax nor torch
+from benchmarks.cpu_threads import Clock, cpus_usable, limit_cpu_threads  # imports neither jax nor torch
 
 if __name__ == "__main__" and "jax" not in sys.modules:
     limit_cpu_threads(sys.argv[1:])
@@ -58,21 +58,12 @@ TRAINED_FOLDER = "assets/ddpm_synthfaces"
 T_EDIT = 500
 
 
-class _Clock:
-    def __enter__(self):
-        self.w0, self.c0 = time.perf_counter(), time.process_time()
-        return self
-
-    def __exit__(self, *exc):
-        self.wall, self.cpu = time.perf_counter() - self.w0, time.process_time() - self.c0
-
-
 def timed(fn, reps: int) -> tuple:
     """Median (wall, cpu) seconds of ``fn()`` over ``reps`` warm runs (one untimed call first)."""
     jax.block_until_ready(fn())
     walls, cpus = [], []
     for _ in range(reps):
-        with _Clock() as c:
+        with Clock() as c:
             jax.block_until_ready(fn())
         walls.append(c.wall)
         cpus.append(c.cpu)
@@ -181,9 +172,9 @@ def solver_times(op: JacobianOperator, k: int, b: int, reps: int, pair_fn, tol: 
     jax.block_until_ready(pair_fn())
     paired_w, paired_c = [], []
     for _ in range(reps):
-        with _Clock() as cs:
+        with Clock() as cs:
             jax.block_until_ready(lanczos_bidiag_svd(op, k, key, tol=tol, block_size=b, **kw).s)
-        with _Clock() as cp:
+        with Clock() as cp:
             for _ in range(r.iterations):
                 jax.block_until_ready(pair_fn())
         paired_w.append((cs.wall - cp.wall) / cp.wall)
