@@ -23,6 +23,8 @@ erratic on the refined model (hair and background editors moved other factors), 
 """
 import ml_collections
 
+from jaxhspace.training.loop import add_run_fields
+
 
 def get_config():
     c = ml_collections.ConfigDict()
@@ -53,12 +55,4 @@ def get_config():
     c.refine_min_snr_gamma = 5.0
     c.refine_ema_decay = 0.999
     c.refine_final_lr = 5e-5
-    c.checkpoint_every = 250
-    c.log_every = 25
-    c.max_minutes = 55.0
-    c.export_dir = "{workdir}/export"  # '' = no export; assets/... needs allow_asset_export
-    c.allow_asset_export = False
-    # resuming with changed result-affecting fields: "strict" refuses (naming them), "allow" resumes anyway
-    c.resume_policy = "strict"
-    c.max_loss_growth = 100.0  # stop when the 10-step mean loss reaches 100x its best (0: off); NaN always stops
-    return c
+    return add_run_fields(c)  # checkpoints, logging, max_minutes, export, resume policy, loss guard

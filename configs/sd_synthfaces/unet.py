@@ -9,6 +9,8 @@ Re-running resumes; each run stops itself (after saving) at ``max_minutes``.
 """
 import ml_collections
 
+from jaxhspace.training.loop import add_run_fields
+
 
 def get_config():
     c = ml_collections.ConfigDict()
@@ -39,11 +41,4 @@ def get_config():
     c.grad_clip = 1.0
     c.ema_decay = 0.999
     c.total_steps = 5000
-    c.checkpoint_every = 250
-    c.log_every = 25
-    c.max_minutes = 55.0
-    c.export_dir = "{workdir}/export"
-    c.allow_asset_export = False
-    c.resume_policy = "strict"
-    c.max_loss_growth = 100.0
-    return c
+    return add_run_fields(c)  # checkpoints, logging, max_minutes, export, resume policy, loss guard

@@ -9,6 +9,8 @@ Re-running resumes; each run stops itself (after saving) at ``max_minutes``.
 """
 import ml_collections
 
+from jaxhspace.training.loop import add_run_fields
+
 
 def get_config():
     c = ml_collections.ConfigDict()
@@ -31,11 +33,4 @@ def get_config():
     c.perceptual_weight = 0.05   # probe-feature distance (see jaxhspace.training.vae)
     c.probe_path = ""            # '' = the shipped assets/probe
     c.eval_seed = 777
-    c.checkpoint_every = 250
-    c.log_every = 25
-    c.max_minutes = 55.0
-    c.export_dir = "{workdir}/export"
-    c.allow_asset_export = False
-    c.resume_policy = "strict"
-    c.max_loss_growth = 100.0
-    return c
+    return add_run_fields(c)  # checkpoints, logging, max_minutes, export, resume policy, loss guard

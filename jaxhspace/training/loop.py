@@ -27,6 +27,22 @@ BOOKKEEPING = ("task", "max_minutes", "export_dir", "allow_asset_export", "log_e
                "resume_policy", "max_loss_growth", "loss_window", "precision")
 
 
+def add_run_fields(c, max_minutes: float = 55.0):
+    """Set the fields :func:`run_training` and the export read on a trainer's ConfigDict ``c`` (their shipped
+    defaults): save every 250 steps, log every 25, stop (after saving) at ``max_minutes``, export to
+    ``{workdir}/export`` ('' = none; ``assets/...`` needs ``allow_asset_export``), refuse a resume with a changed
+    config (``resume_policy="strict"``; "allow" resumes anyway), stop when the 10-step mean loss reaches 100x its best
+    (``max_loss_growth``; 0 = off; NaN always stops). Returns ``c``."""
+    c.checkpoint_every = 250
+    c.log_every = 25
+    c.max_minutes = float(max_minutes)
+    c.export_dir = "{workdir}/export"
+    c.allow_asset_export = False
+    c.resume_policy = "strict"
+    c.max_loss_growth = 100.0
+    return c
+
+
 @dataclasses.dataclass
 class LoopResult:
     """What :func:`run_training` returns: the final ``state``, ``losses`` of this run (floats), whether it
