@@ -68,7 +68,7 @@ def run(config, workdir: str) -> dict:
     """Sample ``config.num_prompts`` prompts at each of ``config.guidance_scales`` and score them."""
     from jaxhspace.checkpoints.pipeline import latents_to_images, load_pipeline
     from jaxhspace.diffusion.text_sampling import text_to_latents
-    from jaxhspace.tasks.sample import _probe_scores
+    from jaxhspace.tasks.sample import probe_sample_scores
     from jaxhspace.world import DEFAULT_PROBE, resolve_asset
 
     validate(config)
@@ -100,7 +100,7 @@ def run(config, workdir: str) -> dict:
     for g in config.guidance_scales:
         x = sample(float(g))
         images[f"guidance {g:g}"] = x
-        rows[f"guidance {g:g}"] = {**accuracy(readback(probe.score(probe_p, x), factors)), **_probe_scores(x)}
+        rows[f"guidance {g:g}"] = {**accuracy(readback(probe.score(probe_p, x), factors)), **probe_sample_scores(x)}
     if config.get("random_init_baseline", True):
         dummy = jnp.zeros((1, s, s, c))
         rand = pipe.unet.init(jax.random.PRNGKey(int(config.seed) + 1), dummy, jnp.zeros((1,), jnp.int32),

@@ -37,12 +37,12 @@ def run(config, workdir: str) -> dict:
                "wall_s": wall,
                "pixel_mean": float(x0.mean()), "pixel_std": float(x0.std()),
                "out_of_range_fraction": float(np.mean(np.abs(x0) > 1.0)), "grid": grid}
-    metrics.update(_probe_scores(x0, config.get("data_seed", 12345)))
+    metrics.update(probe_sample_scores(x0, config.get("data_seed", 12345)))
     write_metrics(workdir, metrics)
     return metrics
 
 
-def _probe_scores(x0: np.ndarray, data_seed: int = 12345) -> dict:
+def probe_sample_scores(x0: np.ndarray, data_seed: int = 12345) -> dict:
     """Probe metrics of samples x0 [N, S, S, 3] (if the probe is shipped): the share the probe calls a valid
     face (every factor in range), the share whose probe features are typical of the data
     (``probe.in_distribution``) and both; and the Fréchet distance on probe features to N SynthFaces images
