@@ -113,3 +113,19 @@ def save_torch_unet(model, folder: str) -> str:
 
 def max_abs(a, b) -> float:
     return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
+
+
+def check_parity(label: str, got, want, tol: float, regression_tol: float, scale: float = 1.0) -> float:
+    """Assert ``max|got - want| / scale`` (float64) against the documented parity contract ``tol`` and the tighter
+    ``regression_tol`` (set ~5-10x above the measured error, so a 10x regression fails); prints and returns it.
+
+    ``got`` / ``want``: arrays of one shape (NumPy, JAX or anything ``np.asarray`` takes); ``scale`` > 0 turns the
+    bound into a relative one (e.g. the reference's max magnitude for outputs far from unit size).
+    """
+    assert np.shape(got) == np.shape(want), f"{label}: shapes differ, {np.shape(got)} vs {np.shape(want)}"
+    err = max_abs(got, want) / scale
+    print(f"\n[{label}] max err {err:.2e} (contract {tol:.0e}, regression bound {regression_tol:.0e})", end="")
+    assert err <= tol, f"{label}: parity error {err:.3e} exceeds the documented contract {tol:.0e}"
+    assert err <= regression_tol, (f"{label}: parity error {err:.3e} exceeds the regression bound {regression_tol:.0e} "
+                                   f"(contract {tol:.0e} still met: something got less accurate)")
+    return err
