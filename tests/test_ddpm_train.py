@@ -102,3 +102,86 @@ def test_resumed_run_equals_uninterrupted_and_exports_diffusers(tmp_path):
     assert sum(p.numel() for p in tm.parameters()) == ma["params"]
     with open(os.path.join(ea, "scheduler_config.json")) as f:
         assert json.load(f)["prediction_type"] == "epsilon"
+
+
+def _adam_state(opt_state):
+    """The ScaleByAdamState inside the optimizer state (a nested tuple)."""
+    import optax
+
+    for s in jax.tree_util.tree_leaves(opt_state, is_leaf=lambda x: isinstance(x, optax.ScaleByAdamState)):
+        if isinstance(s, optax.ScaleByAdamState):
+            return s
+    raise AssertionError("no ScaleByAdamState in the optimizer state")
+
+
+def test_refine_phase_switches_weights_lr_and_ema_at_refine_from_step(tmp_path, monkeypatch):
+    """Issue #19: every step of a run across ``refine_from_step`` (recorded through a spy on ``run_training``) against
+    closed forms recomputed from the raw params: the loss is the uniform ε-MSE before the switch and the min-SNR-γ
+    weighted one, min(SNR_t, γ)/SNR_t (Hang et al. 2023), from it on; the Adam step is −lr(s)·m̂/(√v̂ + 1e-8) with
+    lr(s) the closed form (linear warm-up, constant, cosine to refine_final_lr from the switch); the EMA is
+    d·e + (1 − d)·p with d = ema_decay before and refine_ema_decay from the switch."""
+    from jaxhspace.models.unet import UNet2DModel, UNetConfig
+
+    records, real_run = [], ddpm.run_training
+
+    def spy(config, workdir, state, step_fn, batch_fn, *a, **kw):
+        def recorded(st, batch):
+            before = jax.tree.map(lambda x: np.array(x, copy=True), st)  # the state buffers are donated
+            new, loss = step_fn(st, batch)
+            records.append((before, np.array(batch), jax.tree.map(lambda x: np.array(x, copy=True), new)))
+            return new, loss
+        return real_run(config, workdir, state, recorded, batch_fn, *a, **kw)
+
+    monkeypatch.setattr(ddpm, "run_training", spy)
+    lr, final, start, total, gamma, ema0, ema1 = 1e-3, 1e-4, 2, 5, 0.2, 0.9, 0.5
+    wd = str(tmp_path / "refine")
+    c = _config(wd, "", batch_size=4, total_steps=total, refine_from_step=start, refine_min_snr_gamma=gamma,
+                ema_decay=ema0, refine_ema_decay=ema1, refine_final_lr=final, lr=lr, warmup_steps=1)
+    ddpm.train_ddpm(c, wd)
+    assert [int(b.step) for b, _, _ in records] == list(range(total))
+    logged = [json.loads(line)["loss"] for line in open(os.path.join(wd, "train_log.jsonl"))]
+
+    model = UNet2DModel(UNetConfig.from_dict(dict(c.unet)))
+    apply = jax.jit(lambda p, x, t: model.apply({"params": p}, x, t))
+    abar = np.cumprod(1.0 - np.linspace(1e-4, 0.02, 1000))                # linear β schedule, float64
+    train_key = jax.random.split(jax.random.PRNGKey(c.seed))[1]
+
+    def lr_closed(s):  # warm-up 1 step from 0, constant, cosine from `start` to `total`
+        if s < 1:
+            return 0.0
+        if s < start:
+            return lr
+        return final + (lr - final) * 0.5 * (1 + math.cos(math.pi * (s - start) / (total - start)))
+
+    n_weighted = 0
+    for s, (before, x0, after) in enumerate(records):
+        refining = s >= start
+        # loss: per-sample ε-MSE at the step's (t, ε), then the closed-form weights
+        kt, ke = jax.random.split(jax.random.fold_in(train_key, s))
+        t = np.asarray(jax.random.randint(kt, (x0.shape[0],), 0, 1000))
+        eps = np.asarray(jax.random.normal(ke, x0.shape, jnp.float32))
+        a = abar[t][:, None, None, None]
+        x_t = (np.sqrt(a) * x0 + np.sqrt(1 - a) * eps).astype(np.float32)
+        mse = np.mean((np.asarray(apply(before.params, x_t, t), np.float64) - eps) ** 2, axis=(1, 2, 3))
+        snr = abar[t] / (1 - abar[t])
+        w = np.minimum(snr, gamma) / snr if refining else np.ones_like(snr)
+        np.testing.assert_allclose(logged[s], np.mean(w * mse), rtol=2e-5, err_msg=f"loss at step {s}")
+        if refining and abs(np.mean(w * mse) - mse.mean()) > 1e-3 * mse.mean():
+            n_weighted += 1
+        # lr: the Adam step is -lr(s) * m_hat / (sqrt(v_hat) + eps) with the moments after the step (count s + 1)
+        adam = _adam_state(after.opt_state)
+        assert int(adam.count) == s + 1
+        dirs = jax.tree.map(lambda m, v: (m / (1 - 0.9 ** (s + 1))) / (np.sqrt(v / (1 - 0.999 ** (s + 1))) + 1e-8),
+                            adam.mu, adam.nu)
+        dp = jax.tree.map(lambda p1, p0: p1.astype(np.float64) - p0, after.params, before.params)
+        num = sum(float(np.sum(d * u)) for d, u in zip(jax.tree.leaves(dp), jax.tree.leaves(dirs)))
+        den = sum(float(np.sum(u.astype(np.float64) ** 2)) for u in jax.tree.leaves(dirs))
+        np.testing.assert_allclose(-num / den, lr_closed(s), rtol=1e-3, atol=1e-9, err_msg=f"lr at step {s}")
+        # EMA: d * e + (1 - d) * p of the new params, d switching at the refine step
+        d = ema1 if refining else ema0
+        for e1, e0, p1 in zip(jax.tree.leaves(after.ema_params), jax.tree.leaves(before.ema_params),
+                              jax.tree.leaves(after.params)):
+            np.testing.assert_allclose(e1, d * e0.astype(np.float64) + (1 - d) * p1, rtol=1e-5, atol=1e-7,
+                                       err_msg=f"EMA at step {s}")
+    assert n_weighted >= 1, "the min-SNR weights must change the loss of some refine step for the test to mean anything"
+    assert lr_closed(total - 1) < 0.5 * lr  # the decay is visible in the checked steps
