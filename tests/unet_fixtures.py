@@ -124,8 +124,8 @@ def check_parity(label: str, got, want, tol: float, regression_tol: float, scale
     """
     assert np.shape(got) == np.shape(want), f"{label}: shapes differ, {np.shape(got)} vs {np.shape(want)}"
     err = max_abs(got, want) / scale
-    print(f"\n[{label}] max err {err:.2e} (contract {tol:.0e}, regression bound {regression_tol:.0e})", end="")
-    assert err <= tol, f"{label}: parity error {err:.3e} exceeds the documented contract {tol:.0e}"
-    assert err <= regression_tol, (f"{label}: parity error {err:.3e} exceeds the regression bound {regression_tol:.0e} "
-                                   f"(contract {tol:.0e} still met: something got less accurate)")
+    print(f"\n[{label}] max err {err:.2e} (contract {tol:.2g}, regression bound {regression_tol:.2g})", end="")
+    assert err <= tol, f"{label}: parity error {err:.3e} exceeds the documented contract {tol:.2g}"
+    assert err <= regression_tol, (f"{label}: parity error {err:.3e} exceeds the regression bound {regression_tol:.2g} "
+                                   f"(contract {tol:.2g} still met: something got less accurate)")
     return err
