@@ -84,6 +84,35 @@ def user_files(tmp_path_factory):
     return {"unet": str(root / "unet"), "faces": str(root / "faces"), "root": root}
 
 
+def _torch_unet(user_files):
+    """The fixture's UNet, loaded by diffusers from its folder (the independent reference)."""
+    from diffusers import UNet2DModel
+
+    return UNet2DModel.from_pretrained(user_files["unet"]).eval()
+
+
+def _torch_ddim(unet, x, ts, dh=None):
+    """Plain DDIM (η = 0, symmetric) in float64 torch from x [N,H,W,C] (NHWC numpy) over the descending ``ts``, the
+    last step to ᾱ = 1; ``dh``: per step an [h,w,C] array added to the mid-block output (h) or None. Returns NHWC."""
+    import torch
+    from diffusers import DDIMScheduler
+
+    alphas = DDIMScheduler().alphas_cumprod.double().numpy()       # linear β 1e-4..0.02, T = 1000 (the default)
+    unet = unet.double()
+    xt = torch.from_numpy(np.ascontiguousarray(np.transpose(np.asarray(x, np.float64), (0, 3, 1, 2))))
+    for i, t in enumerate(ts):
+        add = None if dh is None or dh[i] is None else torch.from_numpy(np.transpose(dh[i], (2, 0, 1))[None]).double()
+        hk = unet.mid_block.register_forward_hook(lambda mod, a, o: o if add is None else o + add)
+        with torch.no_grad():
+            eps = unet(xt, torch.full((xt.shape[0],), int(t))).sample
+        hk.remove()
+        a_t, a_p = alphas[int(t)], (alphas[int(ts[i + 1])] if i + 1 < len(ts) else 1.0)
+        x0 = (xt - np.sqrt(1 - a_t) * eps) / np.sqrt(a_t)
+        xt = np.sqrt(a_p) * x0 + np.sqrt(1 - a_p) * eps
+    unet.float()
+    return xt.numpy().transpose(0, 2, 3, 1)
+
+
 def test_image_folders_expand(user_files):
     files = expand_image_paths([user_files["faces"]])
     assert [os.path.basename(f) for f in files] == ["face0.png", "face1.png"]
@@ -106,6 +135,19 @@ def test_sample_job_runs_on_a_user_folder(user_files):
     assert m["model"] == user_files["unet"] and m["num_samples"] == 2 and np.isfinite(m["pixel_std"])
     assert os.path.isfile(os.path.join(wd, "samples.png")) and "probe_valid_face_fraction" not in m
     assert json.load(open(os.path.join(wd, "metrics.json")))["n_steps"] == 3
+    # values (issue #19): the job's x_T (PRNGKey(seed) split, first half) through a float64 torch DDIM on the asyrp
+    # grid 999, 499, 0 (-> ᾱ = 1), η = 0, no clipping; metrics and the PNG tiles against it
+    import jax
+
+    x_T = np.asarray(jax.random.normal(jax.random.split(jax.random.PRNGKey(c.seed))[0], (2, 16, 16, 3)))
+    ref = _torch_ddim(_torch_unet(user_files), x_T, [999, 499, 0])
+    np.testing.assert_allclose([m["pixel_mean"], m["pixel_std"]], [ref.mean(), ref.std()], rtol=1e-4)
+    near_edge = np.mean(np.abs(np.abs(ref) - 1.0) < 1e-3)
+    assert abs(m["out_of_range_fraction"] - np.mean(np.abs(ref) > 1.0)) <= near_edge
+    png = np.asarray(Image.open(os.path.join(wd, "samples.png")).convert("RGB")).astype(int)
+    tiles = [png[2:18, 2 + 18 * j:18 + 18 * j] for j in range(2)]    # pad 2, 16 px tiles, one row of 2
+    want = np.clip(np.round((ref + 1.0) * 127.5), 0, 255)
+    assert np.abs(np.stack(tiles) - want).max() <= 1
 
 
 def test_pullback_job_runs_on_a_user_folder(user_files):
@@ -132,3 +174,82 @@ def test_pca_job_on_model_samples_with_a_supervised_pair(user_files):
     assert m["supervised"] == {"factor": "", "n_pos": 1, "n_neg": 1}
     assert m["columns"] == ["input", "reconstruction", "PC0 x-1", "PC0 x1", "supervised x-1", "supervised x1"]
     assert np.all(np.asarray(m["pc_std"]) > 0) and os.path.isfile(m["grid"])
+
+
+def _spy(monkeypatch, module, name, store):
+    """Wrap ``module.name`` so that each call appends ``(args, kwargs, result)`` to ``store[name]``."""
+    real = getattr(module, name)
+
+    def wrapped(*a, **kw):
+        out = real(*a, **kw)
+        store.setdefault(name, []).append((a, kw, out))
+        return out
+
+    monkeypatch.setattr(module, name, wrapped)
+
+
+def test_pullback_job_edit_signs_and_boosted_sampling_values(user_files, monkeypatch):
+    """Issue #19: the pullback job's grid against an independent float64 torch recomputation from its x_t and
+    directions (recorded by spies): the official x-space guidance x ← x + γ[ε(x + λv, t) − ε(x, t)] with v = −v_0 for
+    column "v0-" and +v_0 for "v0+", then the official float-grid DDIM (YHCustomScheduler.step, Diffusion-Pullback
+    @859c012 src/utils/utils.py:1197-1235) with η = 1 from the step nearest t_boost on and η = 0 above it. n = 5:
+    grid 999, 749.25, 499.5, 249.75 (-> 0); edit_t 750 -> 749.25; t_boost 400 -> η = 1 from 499.5: one deterministic
+    step, then two noisy ones (step j of the continuation draws z from fold_in(PRNGKey(seed), j))."""
+    import jax
+    import torch
+    from diffusers import DDIMScheduler
+
+    import jaxhspace.tasks.pullback as job
+
+    import jaxhspace.data.images as images_mod
+
+    calls = {}
+    for name in ("park_invert", "pullback"):
+        _spy(monkeypatch, job, name, calls)
+    _spy(monkeypatch, images_mod, "make_grid", calls)                  # what every save_grid writes
+    _, c, _ = _configs("pullback")
+    c.model_path, c.image_paths = user_files["unet"], (user_files["faces"],)
+    c.n_steps, c.svd_max_iters, c.n_edit_steps, c.n_dirs, c.edit_t, c.t_boost = 5, 3, 2, 1, 750, 400
+    m = get_task("pullback")(c, str(user_files["root"] / "pullback_values"))
+    assert m["edit_t"] == 749.25 and m["columns"] == ["input", "reconstruction", "v0-", "v0+"]
+    x_t = np.asarray(calls["park_invert"][0][2][0])                      # [N, H, W, C] at t = 749.25
+    v0 = np.stack([np.asarray(r[2].v[0]) for r in calls["pullback"]])     # [N, H, W, C] top direction per image
+    grid = np.asarray(calls["make_grid"][-1][0][0])                      # [N, columns, H, W, C]
+    n = x_t.shape[0]
+
+    unet = _torch_unet(user_files).double()
+    alphas = DDIMScheduler().alphas_cumprod.double().numpy()
+
+    def eps(x, t):
+        with torch.no_grad():
+            return unet(x, torch.full((x.shape[0],), float(t), dtype=torch.float64)).sample
+
+    def nchw(a):
+        return torch.from_numpy(np.ascontiguousarray(np.transpose(np.asarray(a, np.float64), (0, 3, 1, 2))))
+
+    key = jax.random.PRNGKey(c.seed)
+    ts, tns, etas = [749.25, 499.5, 249.75], [499.5, 249.75, 0.0], [0.0, 1.0, 1.0]
+    finals = []
+    for sign in (-1.0, 1.0):                                          # combos (0, -1), (0, +1): batch order [c*N + i]
+        x, v = nchw(x_t), nchw(sign * v0)
+        for _ in range(c.n_edit_steps):
+            x = x + c.gamma * (eps(x + c.lam * v, 749.25) - eps(x, 749.25))
+        finals.append(x)
+    x = torch.cat(finals)                                             # [2N, C, H, W]
+    for j, (t, tn, eta) in enumerate(zip(ts, tns, etas)):
+        at, an = alphas[int(t)], alphas[int(tn)]                      # extract(): ᾱ at t.long()
+        e = eps(x, t)
+        p = (x - e * np.sqrt(1 - at)) / np.sqrt(at)
+        if eta == 0:
+            x = np.sqrt(an) * p + np.sqrt(1 - an) * e
+        else:
+            z = nchw(jax.random.normal(jax.random.fold_in(key, j), (2 * n,) + x_t.shape[1:]))
+            sig = np.sqrt((1 - at / an) * (1 - an) / (1 - at))
+            x = np.sqrt(an) * p + np.sqrt(1 - an - eta * sig ** 2) * e + eta * sig * z
+    ref = x.numpy().transpose(0, 2, 3, 1).reshape(2, n, *x_t.shape[1:])
+    for col, k in (("v0-", 0), ("v0+", 1)):
+        got = grid[:, m["columns"].index(col)]
+        err = np.abs(got - ref[k]).max() / np.abs(ref[k]).max()
+        assert err < 1e-4, f"{col}: relative max error {err:.1e} against the torch official recomputation"
+    assert np.abs(ref[0] - ref[1]).max() > 1e-2 * np.abs(ref[0]).max(), "the two signs must give different edits"
+    unet.float()
