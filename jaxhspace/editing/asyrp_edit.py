@@ -6,9 +6,11 @@ Pieces
 * **Δh sources** (pytrees, so they can be stacked and vmap-ed): :class:`EditorDelta` (a trained DeltaBlock f_t,
   Δh = f(h, temb)), :class:`ConstantDelta` (one Δh for every t, e.g. the global Δh), :class:`TableDelta`
   (Δh_t per timestep, e.g. Δh_t^mean or Haas' std_t·u_t), :class:`CombinedDelta` (Σ_i c_i/√N·Δh_i).
-  Each is called as ``delta(h [B,h,w,C], temb [B,D], t [B]) -> Δh [B,h,w,C]``.
-* :func:`eps_pair_fn`: ``(x, t, edit) -> (ε, ε̃)`` with ONE encoder pass and two decoder passes:
-  ε = dec(h, skips), ε̃ = dec(h + s·Δh, skips) with the *unedited* skips (official DM:544-559).
+  Each satisfies the :class:`DeltaSource` protocol: ``delta(h [B,h,w,C], temb [B,D], t [B]) -> Δh [B,h,w,C]``,
+  ``delta.validate(h_shape)`` and ``delta.timesteps``.
+* :func:`eps_pair_fn`: ``(x, t, edit) -> (ε, ε̃)`` with ONE encoder pass and two decoder passes
+  (:func:`jaxhspace.models.functional.eps_pair`): ε = dec(h, skips), ε̃ = dec(h + s·Δh, skips) with the *unedited*
+  skips (official DM:544-559).
 * :func:`asyrp_edit`: DDIM inversion on the Asyrp grid (n_inv) and the asymmetric reverse process
   (n_test, t_edit / t_boost gating via :func:`jaxhspace.diffusion.asyrp.asyrp_reverse`).
 * Δh algebra: :func:`collect_delta_h`, :func:`delta_h_mean_over_samples`, :func:`delta_h_global`,
@@ -38,8 +40,9 @@ import json
 import math
 import os
 import tempfile
+import typing
 from functools import partial
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Protocol, Sequence, runtime_checkable
 
 import jax
 import jax.numpy as jnp
@@ -50,9 +53,10 @@ from jax import lax
 from jaxhspace.diffusion.asyrp import asyrp_reverse, asyrp_step
 from jaxhspace.diffusion.ddim import check_values, ddim_invert
 from jaxhspace.diffusion.schedule import Schedule, alpha_bar, asyrp_timesteps, sampling_pairs
+from jaxhspace.errors import JaxhspaceError
 from jaxhspace.models.editor import DeltaBlock
-from jaxhspace.models.functional import decode_fn, encode_fn
 from jaxhspace.models.functional import eps_fn as _eps_fn
+from jaxhspace.models.functional import eps_pair
 
 Array = jax.Array
 
@@ -60,6 +64,43 @@ Array = jax.Array
 # ----------------------------------------------------------------------------------------------
 # Δh sources
 # ----------------------------------------------------------------------------------------------
+@runtime_checkable
+class DeltaSource(Protocol):
+    """What :func:`asyrp_edit`, :func:`collect_delta_h` and :func:`eps_pair_fn` need of a Δh source.
+
+    A source is a pytree (a ``flax.struct`` dataclass: arrays as fields, modules and timestep tuples as static
+    fields), so it can be a traced argument of the jitted edit and stacked for vmap (:func:`stack_deltas`).
+
+    * ``__call__(h [B,h,w,C], temb [B,D], t [B] int) -> Δh [B,h,w,C]``: the raw (unscaled) Δh at timestep t. The
+      time embedding is an argument because a trained editor reads it (f(h, temb)); fixed directions ignore it.
+    * ``validate(h_shape, *, stacked=False, temb_dim=None)``: host-side checks against the UNet's h-space
+      ``(h, w, C)`` before any work (``stacked``: every leaf has a leading edit axis D); raises
+      :class:`~jaxhspace.errors.JaxhspaceError` naming the expected and the given shape.
+    * ``timesteps``: the timesteps the source has a Δh for (a per-timestep table), or None for every t;
+      :func:`asyrp_edit` checks that every edited grid point is covered.
+
+    The concrete sources: :class:`EditorDelta`, :class:`ConstantDelta`, :class:`TableDelta`, :class:`CombinedDelta`.
+    A source without ``validate`` / ``timesteps`` (written before this protocol) is still accepted, unchecked.
+    """
+
+    def __call__(self, h: Array, temb: Array, t: Array) -> Array:
+        ...
+
+    def validate(self, h_shape: Sequence[int], *, stacked: bool = False, temb_dim: Optional[int] = None) -> None:
+        ...
+
+    @property
+    def timesteps(self) -> Optional[tuple]:
+        ...
+
+
+def _hspace(h_shape: Sequence[int]) -> tuple[int, int, int]:
+    hs = tuple(int(s) for s in h_shape)
+    if len(hs) != 3:
+        raise JaxhspaceError(f"h_shape must be the h-space (h, w, C) of the UNet (unet.hspace_shape(H, W)), got {hs}")
+    return hs[0], hs[1], hs[2]
+
+
 @struct.dataclass
 class EditorDelta:
     """Δh = f(h, temb) from a trained :class:`~jaxhspace.models.editor.DeltaBlock` (raw, unscaled).
@@ -73,7 +114,22 @@ class EditorDelta:
     module: DeltaBlock = struct.field(pytree_node=False)
 
     def __call__(self, h: Array, temb: Array, t: Array) -> Array:
-        return self.module.apply({"params": self.params}, h, temb)
+        return typing.cast(Array, self.module.apply({"params": self.params}, h, temb))
+
+    @property
+    def timesteps(self) -> Optional[tuple]:
+        return None
+
+    def validate(self, h_shape: Sequence[int], *, stacked: bool = False, temb_dim: Optional[int] = None) -> None:
+        """The editor's channels (and time-embedding width, if ``temb_dim`` is given) must be the UNet's; params
+        finite."""
+        hs = _hspace(h_shape)
+        c = self.module.config
+        if c.channels != hs[2] or (temb_dim is not None and c.temb_dim != temb_dim):
+            raise JaxhspaceError(f"editor (C={c.channels}, temb_dim={c.temb_dim}) does not fit the UNet (h-space "
+                                 f"{hs}: C={hs[2]}, temb_dim={temb_dim})")
+        if any(not np.all(np.isfinite(np.asarray(leaf))) for leaf in jax.tree_util.tree_leaves(self.params)):
+            raise JaxhspaceError("editor params contain NaN or inf")
 
 
 @struct.dataclass
@@ -88,6 +144,24 @@ class ConstantDelta:
 
     def __call__(self, h: Array, temb: Array, t: Array) -> Array:
         return jnp.broadcast_to(self.delta_h.astype(h.dtype), h.shape)
+
+    @property
+    def timesteps(self) -> Optional[tuple]:
+        return None
+
+    def validate(self, h_shape: Sequence[int], *, stacked: bool = False, temb_dim: Optional[int] = None) -> None:
+        """``delta_h`` is ``[h, w, C]`` (``[D, h, w, C]`` if stacked) of the h-space, finite. A per-image
+        ``[B, h, w, C]`` Δh passes here; :func:`asyrp_edit` (vmap over single images) refuses it itself."""
+        hs = _hspace(h_shape)
+        a = np.asarray(self.delta_h)
+        if stacked:
+            if a.ndim < 4:
+                raise JaxhspaceError(f"stacked delta_h must be [D, h, w, C] = [D, {hs[0]}, {hs[1]}, {hs[2]}], got "
+                                     f"shape {a.shape}")
+            for i in range(a.shape[0]):
+                check_delta_h(a[i], hs, f"delta_h[{i}]")
+        else:
+            check_delta_h(a, hs)
 
 
 @struct.dataclass
@@ -110,6 +184,16 @@ class TableDelta:
         found = jnp.any(match, axis=1)[:, None, None, None]
         return jnp.broadcast_to(jnp.where(found, rows, jnp.zeros_like(rows)), h.shape)
 
+    def validate(self, h_shape: Sequence[int], *, stacked: bool = False, temb_dim: Optional[int] = None) -> None:
+        """``table`` is ``[S, h, w, C]`` (``[D, S, h, w, C]`` if stacked) with S = len(timesteps), finite."""
+        hs = _hspace(h_shape)
+        a = np.asarray(self.table)
+        if stacked and a.ndim != 5:
+            raise JaxhspaceError(f"stacked Δh table must be [D, S={len(self.timesteps)}, {hs[0]}, {hs[1]}, {hs[2]}], "
+                                 f"got shape {a.shape}")
+        for i in range(a.shape[0] if stacked else 1):
+            check_delta_h(a[i] if stacked else a, hs, "Δh table", timesteps=self.timesteps)
+
 
 @struct.dataclass
 class CombinedDelta:
@@ -130,8 +214,37 @@ class CombinedDelta:
             out = out + (self.coeffs[i] / math.sqrt(n)).astype(h.dtype) * part(h, temb, t)
         return out
 
+    @property
+    def timesteps(self) -> Optional[tuple]:
+        """The timesteps every part covers (the intersection of the parts' tables), None if no part is a table."""
+        tables = [ts for ts in (getattr(p, "timesteps", None) for p in self.parts) if ts is not None]
+        if not tables:
+            return None
+        common = set(int(t) for t in tables[0]).intersection(*({int(t) for t in ts} for ts in tables[1:]))
+        return tuple(sorted(common, reverse=True))
 
-DeltaSource = Any  # one of the classes above, or any pytree callable (h, temb, t) -> Δh
+    def validate(self, h_shape: Sequence[int], *, stacked: bool = False, temb_dim: Optional[int] = None) -> None:
+        """At least one part, ``coeffs`` of shape ``[N]`` (``[D, N]`` if stacked), every part valid."""
+        if len(self.parts) == 0:
+            raise JaxhspaceError("CombinedDelta needs at least one part")
+        lead = 1 if stacked else 0
+        if np.shape(self.coeffs)[lead:] != (len(self.parts),):
+            raise JaxhspaceError(f"CombinedDelta.coeffs must have shape [{len(self.parts)}] (one per part), got "
+                                 f"{np.shape(self.coeffs)}")
+        for i, part in enumerate(self.parts):
+            check_delta_type(part, f"CombinedDelta.parts[{i}]")
+            _validate_source(part, h_shape, stacked=stacked, temb_dim=temb_dim)
+
+
+def _validate_source(delta, h_shape: Sequence[int], *, stacked: bool = False, temb_dim: Optional[int] = None) -> None:
+    """``delta.validate(...)`` for a :class:`DeltaSource`; a source without ``validate`` is not checked."""
+    if isinstance(delta, DeltaSource):
+        delta.validate(h_shape, stacked=stacked, temb_dim=temb_dim)
+
+
+def _source_timesteps(delta) -> Optional[tuple]:
+    """``delta.timesteps`` of a :class:`DeltaSource`, None (every t) for a source without it."""
+    return delta.timesteps if isinstance(delta, DeltaSource) else None
 
 
 def stack_deltas(deltas: Sequence[DeltaSource]) -> DeltaSource:
@@ -156,20 +269,20 @@ def check_delta_h(delta_h, hspace_shape: tuple[int, int, int], name: str = "delt
     finite. Returns it as a float32 NumPy array.
 
     Raises:
-      ValueError naming the expected shape, or saying it contains NaN/inf.
+      JaxhspaceError (a ValueError) naming the expected shape, or saying it contains NaN/inf.
     """
     a = np.asarray(delta_h, dtype=np.float32)
     hs = tuple(int(s) for s in hspace_shape)
     if timesteps is not None:
         s = len(timesteps)
         if a.shape != (s,) + hs:
-            raise ValueError(f"{name} must be a per-timestep table [S={s}, {hs[0]}, {hs[1]}, {hs[2]}] (h-space "
-                             f"{hs}), got shape {a.shape}")
+            raise JaxhspaceError(f"{name} must be a per-timestep table [S={s}, {hs[0]}, {hs[1]}, {hs[2]}] (h-space "
+                                 f"{hs}), got shape {a.shape}")
     elif a.ndim not in (3, 4) or a.shape[-3:] != hs:
-        raise ValueError(f"{name} must be [h, w, C] = {list(hs)} or [B, {hs[0]}, {hs[1]}, {hs[2]}] (the UNet's h-space "
-                         f"for this image size, NHWC), got shape {a.shape}")
+        raise JaxhspaceError(f"{name} must be [h, w, C] = {list(hs)} or [B, {hs[0]}, {hs[1]}, {hs[2]}] (the UNet's "
+                             f"h-space for this image size, NHWC), got shape {a.shape}")
     if not np.all(np.isfinite(a)):
-        raise ValueError(f"{name} contains NaN or inf ({int(np.sum(~np.isfinite(a)))} entries)")
+        raise JaxhspaceError(f"{name} contains NaN or inf ({int(np.sum(~np.isfinite(a)))} entries)")
     return a
 
 
@@ -179,9 +292,8 @@ _DELTA_KINDS = ("EditorDelta(params, module), ConstantDelta(delta_h [h,w,C]), Ta
 
 def check_delta_type(delta, name: str = "delta") -> None:
     """Raise a :class:`jaxhspace.errors.JaxhspaceError` unless ``delta`` is a Δh source: callable as
-    ``delta(h, temb, t)`` and a pytree whose leaves are arrays (it is a traced argument of the jitted edit)."""
-    from jaxhspace.errors import JaxhspaceError
-
+    ``delta(h, temb, t)`` and a pytree whose leaves are arrays (it is a traced argument of the jitted edit).
+    Shapes are checked by the source's own :meth:`DeltaSource.validate`."""
     if isinstance(delta, (tuple, list)):
         hint = (" A (module, params) / (params, module) pair from load_editor is passed as "
                 "EditorDelta(params=params, module=editor); several sources go in stack_deltas([...]) with "
@@ -201,15 +313,10 @@ def check_delta_type(delta, name: str = "delta") -> None:
         raise JaxhspaceError(f"{name} of type {type(delta).__name__} has non-array leaves ({kinds}): a plain "
                              "function or object cannot be a traced argument of the jitted edit; pass one of "
                              f"{_DELTA_KINDS} (arrays as fields, modules as static fields).")
-    if isinstance(delta, CombinedDelta):
-        for i, part in enumerate(delta.parts):
-            check_delta_type(part, f"{name}.parts[{i}]")
 
 
 def _check_edit_times(schedule: Schedule, **times) -> None:
     """``t_edit`` / ``t_boost`` must be finite numbers in [0, num_train_timesteps] (T itself: never / always)."""
-    from jaxhspace.errors import JaxhspaceError
-
     T = int(schedule.num_train_timesteps)
     for name, t in times.items():
         if isinstance(t, bool) or not isinstance(t, (int, float, np.integer, np.floating)) or not 0 <= t <= T:
@@ -217,82 +324,26 @@ def _check_edit_times(schedule: Schedule, **times) -> None:
                                  f"official t_edit 500, t_boost 200, t_boost = 0 disables boosting), got {t!r}")
 
 
-def _check_source(delta, hs: tuple[int, int, int], stacked: bool, temb_dim: int):
-    """Static validation of a Δh source against the h-space shape (leading D axis dropped if ``stacked``)."""
-    check_delta_type(delta)
-    lead = 1 if stacked else 0
-    if isinstance(delta, ConstantDelta):
-        a = np.asarray(delta.delta_h)
-        if stacked:
-            if a.ndim < 4:
-                raise ValueError(f"stacked delta_h must be [D, h, w, C], got {a.shape}")
-            [check_delta_h(a[i], hs, f"delta_h[{i}]") for i in range(a.shape[0])]
-        else:
-            check_delta_h(a, hs)
-        if a.ndim - lead == 4:
-            raise ValueError("asyrp_edit vmaps over single images: pass one Δh [h, w, C] per edit (not per image)")
-    elif isinstance(delta, TableDelta):
-        a = np.asarray(delta.table)
-        for i in range(a.shape[0] if stacked else 1):
-            check_delta_h(a[i] if stacked else a, hs, "Δh table", timesteps=delta.timesteps)
-    elif isinstance(delta, EditorDelta):
-        c = delta.module.config
-        if (c.channels, c.temb_dim) != (hs[2], temb_dim):
-            raise ValueError(f"editor (C={c.channels}, temb_dim={c.temb_dim}) does not fit the UNet (h-space C={hs[2]}, "
-                             f"temb_dim={temb_dim})")
-        bad = [i for i, leaf in enumerate(jax.tree_util.tree_leaves(delta.params)) if not np.all(np.isfinite(leaf))]
-        if bad:
-            raise ValueError("editor params contain NaN or inf")
-    elif isinstance(delta, CombinedDelta):
-        if len(delta.parts) == 0:
-            raise ValueError("CombinedDelta needs at least one part")
-        if np.shape(delta.coeffs)[lead:] != (len(delta.parts),):
-            raise ValueError(f"CombinedDelta.coeffs must have shape [{len(delta.parts)}], got {np.shape(delta.coeffs)}")
-        for p in delta.parts:
-            _check_source(p, hs, stacked, temb_dim)
-
-
-def _table_timesteps(delta) -> list[tuple]:
-    if isinstance(delta, TableDelta):
-        return [delta.timesteps]
-    if isinstance(delta, CombinedDelta):
-        return [ts for p in delta.parts for ts in _table_timesteps(p)]
-    return []
-
-
 # ----------------------------------------------------------------------------------------------
 # ε pairs
 # ----------------------------------------------------------------------------------------------
-def eps_pair_fn(unet, params, delta: DeltaSource, scale=1.0) -> Callable:
+def eps_pair_fn(unet, params, delta: DeltaSource | Callable[[Array, Array, Array], Array], scale=1.0) -> Callable:
     """``(x [B,H,W,C], t [B] int, edit [B] bool) -> (ε, ε̃)`` for :func:`~jaxhspace.diffusion.asyrp.asyrp_reverse`.
 
-    One ``encode`` (h, skips, temb), then ε = decode(h) and ε̃ = decode(h + scale·Δh) with the same skips and temb,
-    Δh = ``delta(h, temb, t)``. Where ``edit`` is False, h is left unchanged (ε̃ = ε, the official ``t >= t_edit``
-    gate); if no example edits, the second decoder pass is skipped (``lax.cond``).
+    :func:`jaxhspace.models.functional.eps_pair`: one ``encode`` (h, skips, temb), then ε = decode(h) and
+    ε̃ = decode(h + scale·Δh) with the same skips and temb, Δh = ``delta(h, temb, t)``. Where ``edit`` is False, h is
+    left unchanged (ε̃ = ε, the official ``t >= t_edit`` gate); if no example edits, the second decoder pass is
+    skipped (``lax.cond``).
 
     Args:
-      unet, params: :class:`~jaxhspace.models.unet.UNet2DModel` and its params.
-      delta: a Δh source (see the module docstring) or any callable ``(h, temb, t) -> Δh [B,h,w,C]``.
+      unet, params: :class:`~jaxhspace.models.unet.UNet2DModel` (or another UNet family) and its params.
+      delta: a :class:`DeltaSource` or any callable ``(h, temb, t) -> Δh [B,h,w,C]``.
       scale: the coefficient on Δh (scalar; for a trained editor use :func:`scaling_factor`).
     """
 
-    enc, dec = encode_fn(unet, params), decode_fn(unet, params)  # dec: ε channels only (learned variance dropped)
-
     def f(x, t, edit):
-        h, skips, temb = enc(x, t)
-        eps = dec(h, skips, temb)
-        b = x.shape[0]
-        edit_b = jnp.broadcast_to(jnp.asarray(edit, jnp.bool_).reshape(-1), (b,))
-        tb = jnp.broadcast_to(jnp.asarray(t).reshape(-1), (b,))
-
-        def edited(_):
-            dh = delta(h, temb, tb)
-            step = jnp.asarray(scale, h.dtype) * dh
-            h2 = h + jnp.where(edit_b[:, None, None, None], step, jnp.zeros_like(step))
-            return dec(h2, skips, temb)
-
-        eps_edit = lax.cond(jnp.any(edit_b), edited, lambda _: eps, None)
-        return eps, eps_edit
+        tb = jnp.broadcast_to(jnp.asarray(t).reshape(-1), (x.shape[0],))
+        return eps_pair(unet, params, x, t, lambda h, temb: delta(h, temb, tb), scale=scale, edit=edit)
 
     return f
 
@@ -306,6 +357,7 @@ def delta_h_eps_pair_fn(unet, params, delta_h, scale=1.0, timesteps: Optional[Se
     """:func:`eps_pair_fn` with a fixed Δh: ``[h,w,C]``/``[B,h,w,C]`` at every t, or a per-timestep table
     ``[S,h,w,C]`` when ``timesteps`` (S ints) is given. Linear h + scale·Δh (the paper), see the module docstring
     for the official slerp no-op this deliberately does not reproduce."""
+    src: DeltaSource
     if timesteps is not None:
         src = TableDelta(jnp.asarray(delta_h), tuple(int(t) for t in timesteps))
     else:
@@ -350,6 +402,23 @@ def _check_images(unet, x, name):
         raise ValueError(f"{name} must be [B, H, W, {c.in_channels}] (NHWC), got shape {x.shape}")
     check_values(x, name, images=name == "x0")  # NaN / inf; x0 given as 0..255 (host-side, once per call)
     return x
+
+
+def _check_delta(delta, hs: Sequence[int], stacked: bool, temb_dim: int, edited_ts: Sequence[int],
+                 where: str = "", single_images: bool = True) -> None:
+    """A Δh source against the h-space ``hs`` (its own :meth:`DeltaSource.validate`) and, for a per-timestep
+    source, against the edited grid points ``edited_ts``; host-side, before any work. ``single_images``: the caller
+    vmaps over single images, so a per-image ``[B, h, w, C]`` ConstantDelta cannot be used."""
+    _validate_source(delta, hs, stacked=stacked, temb_dim=temb_dim)
+    if single_images and isinstance(delta, ConstantDelta) and np.ndim(delta.delta_h) - (1 if stacked else 0) == 4:
+        raise JaxhspaceError("asyrp_edit vmaps over single images: pass one Δh [h, w, C] per edit (not per image "
+                             f"[B, h, w, C], shape {np.shape(delta.delta_h)})")
+    covered = _source_timesteps(delta)
+    if covered is not None:
+        missing = sorted(set(int(t) for t in edited_ts) - set(int(t) for t in covered))
+        if missing:
+            raise JaxhspaceError(f"Δh table has no rows for edited timesteps {missing[:8]}"
+                                 f"{' ...' if len(missing) > 8 else ''}{where}; build it on the same grid")
 
 
 @partial(jax.jit, static_argnames=("unet", "ts", "t_edit", "t_boost", "eta", "boost_eta", "stacked", "symmetric"))
@@ -428,27 +497,27 @@ def asyrp_edit(
     if delta is not None:
         check_delta_type(delta)  # before the inversion
     _check_edit_times(schedule, t_edit=t_edit, t_boost=t_boost)
+    src = x0 if x_lat is None else x_lat
+    if src is None:
+        raise ValueError("pass x0 (images to invert) or x_lat (precomputed latents)")
+    grid = asyrp_timesteps(n_test, schedule.num_train_timesteps - 1)[::-1]
+    edited_ts = [int(t) for t in grid if t >= t_edit]
+    if delta is None:
+        stacked = False
+    elif np.ndim(src) == 4 and np.shape(src)[-1] == unet.config.in_channels:  # else _check_images names the shape
+        _check_delta(delta, unet.hspace_shape(*np.shape(src)[1:3]), stacked, unet.config.time_embed_dim, edited_ts,
+                     f" (t_edit={t_edit}, n_test={n_test})")
     if x_lat is None:
-        if x0 is None:
-            raise ValueError("pass x0 (images to invert) or x_lat (precomputed latents)")
         x_lat = invert(unet, params, schedule, x0, n_inv)
     x_lat = _check_images(unet, x_lat, "x_lat")
     b, hh, ww, _ = x_lat.shape
     hs = unet.hspace_shape(hh, ww)
-    grid = asyrp_timesteps(n_test, schedule.num_train_timesteps - 1)[::-1]
     if delta is None:
-        delta, stacked = ConstantDelta(jnp.zeros(hs, jnp.float32)), False
-    _check_source(delta, hs, stacked, unet.config.time_embed_dim)
-    edited_ts = [int(t) for t in grid if t >= t_edit]
-    for tts in _table_timesteps(delta):
-        missing = sorted(set(edited_ts) - set(int(t) for t in tts))
-        if missing:
-            raise ValueError(f"Δh table has no rows for edited timesteps {missing[:8]}{' ...' if len(missing) > 8 else ''}"
-                             f" (t_edit={t_edit}, n_test={n_test}); build it on the same grid")
-    scales = np.asarray(scales, np.float32).reshape(-1)
-    if scales.size == 0 or not np.all(np.isfinite(scales)):
-        raise ValueError(f"scales must be a non-empty list of finite numbers, got {scales}")
-    coeffs = jnp.asarray(scaling_factor(scales, n_test, n_train_step), jnp.float32).reshape(-1)
+        delta = ConstantDelta(jnp.zeros(hs, jnp.float32))
+    scale_arr = np.asarray(scales, np.float32).reshape(-1)
+    if scale_arr.size == 0 or not np.all(np.isfinite(scale_arr)):
+        raise ValueError(f"scales must be a non-empty list of finite numbers, got {scale_arr}")
+    coeffs = jnp.asarray(scaling_factor(scale_arr, n_test, n_train_step), jnp.float32).reshape(-1)
     key = jax.random.PRNGKey(0) if key is None else key
     ids = np.arange(b) if image_ids is None else np.asarray(image_ids, np.int64).reshape(-1)
     if ids.shape != (b,):
@@ -465,15 +534,11 @@ def asyrp_edit(
 # ----------------------------------------------------------------------------------------------
 @partial(jax.jit, static_argnames=("unet", "ts", "tps"))
 def _collect_jit(params, schedule, delta, coeff, x_lat, *, unet, ts, tps):
-    enc, dec = encode_fn(unet, params), decode_fn(unet, params)
-
     def body(x, inp):
         t, a_t, a_prev = inp
         tb = jnp.full((x.shape[0],), t, jnp.int32)
-        h, skips, temb = enc(x, tb)
-        dh = delta(h, temb, tb)
-        eps = dec(h, skips, temb)
-        eps_e = dec(h + coeff * dh, skips, temb)
+        eps, eps_e, dh = eps_pair(unet, params, x, tb, lambda h, temb: delta(h, temb, tb), scale=coeff,
+                                  return_delta_h=True)
         return asyrp_step(x, eps, eps_e, a_t, a_prev), dh
 
     per = (jnp.asarray(ts, jnp.int32), alpha_bar(schedule, np.asarray(ts)), alpha_bar(schedule, np.asarray(tps)))
@@ -499,6 +564,8 @@ def collect_delta_h(unet, params, schedule: Schedule, delta: DeltaSource, x_lat:
     sel = ts >= t_edit
     if not np.any(sel):
         raise ValueError(f"no grid point of n_test={n_test} is >= t_edit={t_edit}")
+    _check_delta(delta, unet.hspace_shape(*x_lat.shape[1:3]), False, unet.config.time_embed_dim, ts[sel].tolist(),
+                 f" (t_edit={t_edit}, n_test={n_test})", single_images=False)
     coeff = jnp.asarray(scaling_factor(float(scale), n_test, n_train_step), jnp.float32)
     dhs = _collect_jit(params, schedule, delta, coeff, x_lat, unet=unet, ts=tuple(int(t) for t in ts[sel]),
                        tps=tuple(int(t) for t in tps[sel]))
@@ -567,7 +634,7 @@ def save_delta_h(path: str, delta_h, timesteps: Optional[Sequence[int]] = None, 
     a = np.asarray(delta_h, np.float32)
     if not np.all(np.isfinite(a)):
         raise ValueError("delta_h contains NaN or inf; refusing to save")
-    arrays = {"delta_h": a, "meta": np.asarray(json.dumps(meta or {}))}
+    arrays: dict[str, Any] = {"delta_h": a, "meta": np.asarray(json.dumps(meta or {}))}
     if timesteps is not None:
         arrays["timesteps"] = np.asarray(timesteps, np.int64).reshape(-1)
     folder = os.path.dirname(os.path.abspath(path))

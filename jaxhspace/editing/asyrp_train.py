@@ -23,18 +23,25 @@ Differences from the official code: CLIP runs in float32 (the official ``clip.lo
 the CLIP image resize is torch's bicubic reproduced exactly by default (``clip_resize="jax"`` uses
 ``jax.image.resize``); per-example CLIP losses are averaged over the batch like the official ``.mean()``;
 the inverted latents are cached in ``workdir/latents.npz``; the ID loss (off by default officially) is not
-implemented. ``config.l1_use_cos=False`` drops the cos factor of the L1 term (official: on); with an untrained
-CLIP, cos(src, tgt) can be ≤ 0, which turns the official L1 term into a reward for deviating (a warning says so).
+implemented. ``l1_use_cos=False`` drops the cos factor of the L1 term (official: on); with an untrained
+CLIP, cos(src, tgt) can be ≤ 0, which turns the official L1 term into a reward for deviating (an error says so).
+
+The trainer takes explicit arguments (:class:`AsyrpTrainSettings`, :class:`AsyrpModels`, the training images); the
+``asyrp_train`` job (:mod:`jaxhspace.tasks.asyrp_train`) builds them from its config, loads the models and images,
+and writes ``metrics.json``.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
+import math
 import os
 import time
+import typing
 import warnings
-from typing import Any, Optional
+from typing import Any, Mapping, NamedTuple, Optional
 
 import flax
 import jax
@@ -48,8 +55,10 @@ from jaxhspace.diffusion.schedule import alpha_bar, asyrp_timesteps
 from jaxhspace.losses.clip_directional import (
     IMAGENET_TEMPLATES, asyrp_clip_loss, asyrp_clip_loss_official_batch, encode_texts, image_features, l2_normalize,
     text_direction)
-from jaxhspace.models.editor import DeltaBlock, EditorConfig, init_editor
-from jaxhspace.models.functional import decode_fn, encode_fn, eps_fn
+from jaxhspace.errors import JaxhspaceError
+from jaxhspace.losses.perceptual import METRICS
+from jaxhspace.models.editor import VARIANTS, DeltaBlock, EditorConfig, init_editor
+from jaxhspace.models.functional import eps_fn, eps_pair
 from jaxhspace.training.checkpointing import Checkpointer
 
 
@@ -63,6 +72,131 @@ class AsyrpTrainState:
     opt_state: Any
     x_edit: jax.Array
     x_ref: jax.Array
+
+
+# the choices of the string settings (the first is the official value)
+CHOICES = {"templates": ("imagenet", "none"), "clip_resize": ("torch", "jax"),
+           "clip_batch": ("per_example", "official"), "optimizer": ("sgd", "adam"), "t_select_metric": METRICS,
+           "editor_variant": VARIANTS}
+AT_LEAST_ONE = ("n_inv", "n_train", "n_epochs", "batch_size", "lr_step_size", "checkpoint_every", "editor_num_groups",
+                "t_select_images", "t_select_steps")
+NON_NEGATIVE = ("max_steps", "lambda_clip", "lambda_l1", "momentum")
+POSITIVE = ("lr", "lr_gamma", "lpips_edit_th", "lpips_addnoise_th")
+
+
+@dataclasses.dataclass(frozen=True)
+class AsyrpTrainSettings:
+    """Everything :func:`train_asyrp` needs besides the models and the images; defaults are the released runs'
+    (script_train.sh / README / released checkpoints of kwonminki/Asyrp_official@a6c82dc), as in
+    ``configs/asyrp_train.py``.
+
+    Attributes:
+      src_text, tgt_text: the CLIP texts of the edit ("face" -> "smiling face").
+      target_factor: optional SynthFaces factor the edit should move (stored in the editor's meta for scoring).
+      templates: "imagenet" (ΔT averaged over the 79 StyleGAN-NADA templates, official) | "none" (raw strings).
+      lambda_clip, lambda_l1: loss weights (official 1.0 / 3.0).
+      l1_use_cos: weight the L1 term by cos(E_T(src), E_T(tgt)) (official).
+      clip_resize: "torch" (exact torch bicubic, official) | "jax" (``jax.image.resize``).
+      clip_batch: "per_example" | "official" (−log of the batch-mean directional loss, see :func:`make_loss_fn`).
+      t_edit, t_boost: timesteps; -1 selects them from distance curves (:mod:`jaxhspace.editing.t_select`) with
+        ``t_select_metric`` ("msl2" | "probe" | "lpips", which needs ``lpips_path``), ``t_select_images``,
+        ``t_select_steps``, ``lpips_edit_th``, ``lpips_addnoise_th``, ``add_noise_from_xt``.
+      n_inv, n_train: inversion / training grid sizes (released: 40 / 40).
+      optimizer ("sgd" | "adam"), lr, momentum, lr_step_size (epochs), lr_gamma: SGD 0.5, StepLR(20, 0.9).
+      n_epochs, batch_size, shuffle, seed: epochs over the images, batch, per-epoch shuffling, editor init / order.
+      editor_num_groups, editor_variant: the DeltaBlock's GroupNorm groups (must divide the h channels) and kind
+        ("ddpm" | "adm").
+      checkpoint_every: optimiser steps between checkpoints; max_steps: > 0 stops there (rerun to resume).
+    """
+
+    src_text: str = "face"
+    tgt_text: str = "smiling face"
+    target_factor: str = ""
+    templates: str = "imagenet"
+    lambda_clip: float = 1.0
+    lambda_l1: float = 3.0
+    l1_use_cos: bool = True
+    clip_resize: str = "torch"
+    clip_batch: str = "per_example"
+    t_edit: int = 500
+    t_boost: int = 200
+    t_select_metric: str = "msl2"
+    lpips_path: str = ""
+    t_select_images: int = 8
+    t_select_steps: int = 100
+    lpips_edit_th: float = 0.33
+    lpips_addnoise_th: float = 1.2
+    add_noise_from_xt: bool = True
+    n_inv: int = 40
+    n_train: int = 40
+    optimizer: str = "sgd"
+    lr: float = 0.5
+    momentum: float = 0.0
+    lr_step_size: int = 20
+    lr_gamma: float = 0.9
+    n_epochs: int = 1
+    seed: int = 0
+    batch_size: int = 1
+    shuffle: bool = False
+    editor_num_groups: int = 32
+    editor_variant: str = "ddpm"
+    checkpoint_every: int = 50
+    max_steps: int = 0
+
+    def validate(self) -> "AsyrpTrainSettings":
+        """Check every field's type and range, the string choices (:data:`CHOICES`) and the combinations that
+        cannot work (automatic t selection with LPIPS but no ``lpips_path``, :func:`check_t_select`); returns self.
+
+        Raises:
+          JaxhspaceError naming the field (``AsyrpTrainSettings.<field>``), its value and what is allowed.
+        """
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            v, kind = getattr(self, f.name), hints[f.name]
+            if kind is bool or kind is str:
+                ok = isinstance(v, kind)
+            elif kind is int:
+                ok = isinstance(v, int) and not isinstance(v, bool)
+            else:  # float: an int is fine, NaN / inf are not
+                ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            if not ok:
+                what = {bool: "a bool", str: "a str", int: "an int", float: "a finite float"}[kind]
+                raise JaxhspaceError(f"AsyrpTrainSettings.{f.name} must be {what}, got {v!r} ({type(v).__name__})")
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise JaxhspaceError(f"AsyrpTrainSettings.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        for name in AT_LEAST_ONE:
+            if getattr(self, name) < 1:
+                raise JaxhspaceError(f"AsyrpTrainSettings.{name} must be >= 1, got {getattr(self, name)!r}")
+        for name in NON_NEGATIVE:
+            if getattr(self, name) < 0:
+                raise JaxhspaceError(f"AsyrpTrainSettings.{name} must be >= 0, got {getattr(self, name)!r}")
+        for name in POSITIVE:
+            if not getattr(self, name) > 0:
+                raise JaxhspaceError(f"AsyrpTrainSettings.{name} must be > 0, got {getattr(self, name)!r}")
+        for name in ("t_edit", "t_boost"):
+            if getattr(self, name) < -1:
+                raise JaxhspaceError(f"AsyrpTrainSettings.{name} must be a timestep >= 0 or -1 (select it from "
+                                     f"distance curves), got {getattr(self, name)!r}")
+        auto = self.t_edit < 0 or self.t_boost < 0
+        if auto and self.t_select_metric == "lpips" and not self.lpips_path:
+            raise JaxhspaceError("AsyrpTrainSettings.lpips_path is empty but t_select_metric='lpips' selects "
+                                 f"t_edit={self.t_edit} / t_boost={self.t_boost} (-1 = automatic): set lpips_path to "
+                                 "an LPIPS folder, or t_edit / t_boost explicitly (official 500 / 200)")
+        check_t_select(self.t_boost, self.t_select_metric, self.lpips_addnoise_th, self.add_noise_from_xt)
+        return self
+
+
+class AsyrpModels(NamedTuple):
+    """The frozen models of the training: the UNet, its params and noise schedule, the CLIP model, its params and
+    tokenizer. A plain 6-tuple in this order works as well."""
+
+    unet: Any
+    unet_params: Any
+    schedule: Any
+    clip_model: Any
+    clip_params: Any
+    tokenizer: Any
 
 
 # ----------------------------------------------------------------------------------------------
@@ -126,11 +260,8 @@ def make_loss_fn(unet, editor: DeltaBlock, clip_model, lambda_clip: float, lambd
         up = frozen["unet"]
         x = jax.lax.stop_gradient(x_edit)
         tb = jnp.full((x.shape[0],), t, jnp.int32)
-        h, skips, temb = encode_fn(unet, up)(x, tb)
-        dec = decode_fn(unet, up)                                  # ε channels only (learned variance dropped)
-        eps = dec(h, skips, temb)
-        dh = editor.apply({"params": eparams}, h, temb)
-        eps_edit = dec(h + dh, skips, temb)  # hs_coeff = (1, 1)
+        # ε = dec(h), ε̃ = dec(h + f(h, temb)) from one encode (hs_coeff = (1, 1)); ε channels only
+        eps, eps_edit = eps_pair(unet, up, x, tb, lambda h, temb: editor.apply({"params": eparams}, h, temb))
         x_next, p_edit = asyrp_step(x, eps, eps_edit, a_t, a_prev, 0.0, return_pred_x0=True)
         f_edit = image_features(clip_model, frozen["clip"], p_edit, method=clip_resize, validate=False)
         if clip_batch == "official":
@@ -188,44 +319,13 @@ def optimizer_from_spec(spec: tuple) -> optax.GradientTransformation:
 
 
 # ----------------------------------------------------------------------------------------------
-# Data and models from a config
+# Data order, texts, features, latents
 # ----------------------------------------------------------------------------------------------
-def training_images(config, size: int) -> np.ndarray:
-    """``[N, size, size, 3]`` in [-1, 1]: ``config.image_paths`` if given, else SynthFaces(``data_seed``)."""
-    if config.image_paths:
-        from jaxhspace.data.images import load_images
-
-        return load_images(list(config.image_paths), size)
-    from jaxhspace.data import synthfaces
-
-    return synthfaces.generate(int(config.data_seed), int(config.n_train_img), size=size)[0]
-
-
 def epoch_order(seed: int, epoch: int, n: int, shuffle: bool) -> np.ndarray:
     """Image order of an epoch: ``arange(n)`` (official default: no shuffle) or a permutation keyed on (seed, epoch)."""
     if not shuffle:
         return np.arange(n)
     return np.random.default_rng([int(seed), int(epoch)]).permutation(n)
-
-
-def load_models(config):
-    """``(unet, unet_params, schedule, clip_model, clip_params, tokenizer, sources)`` from ``config.model_path`` /
-    ``config.clip_path`` ("" = the shipped defaults: :func:`jaxhspace.world.load_model` and
-    ``assets/clip_synthfaces``)."""
-    from jaxhspace import world
-    from jaxhspace.checkpoints import load_clip, load_clip_tokenizer
-
-    clip_path = config.clip_path or world.DEFAULT_CLIP
-    if not config.clip_path and not os.path.isdir(clip_path):
-        raise ValueError(f"{world.missing_asset_message(clip_path)} Or set config.clip_path to an HF CLIPModel "
-                         "folder (with tokenizer files).")
-    if not os.path.isdir(clip_path):
-        raise ValueError(f"CLIP folder {clip_path} not found: set config.clip_path to an HF CLIPModel folder (with "
-                         "tokenizer files) or leave it empty for the shipped assets/clip_synthfaces")
-    unet, uparams, schedule, usrc = world.load_model(config.model_path, int(config.seed))
-    clip_model, clip_params = load_clip(clip_path)
-    tok = load_clip_tokenizer(clip_path)
-    return unet, uparams, schedule, clip_model, clip_params, tok, {"model": usrc, "clip": clip_path}
 
 
 def text_cosine(clip_model, clip_params, tokenizer, src: str, tgt: str) -> float:
@@ -265,93 +365,110 @@ def _latents(unet, uparams, schedule, x0, n_inv, path):
 MSL2_X_CURVE_BOUND = 0.71
 
 
-def check_t_select_config(config) -> None:
+def check_t_select(t_boost: int, t_select_metric: str, lpips_addnoise_th: float,
+                   add_noise_from_xt: bool = True) -> None:
     """Fail before any work if the automatic t_boost (``t_boost < 0``) cannot fire: with ``add_noise_from_xt``
-    the threshold ``lpips_addnoise_th`` (official 1.2, LPIPS-calibrated) must be reachable by the metric's x curve."""
-    if int(config.t_boost) >= 0 or not bool(config.get("add_noise_from_xt", True)):
+    the threshold ``lpips_addnoise_th`` (official 1.2, LPIPS-calibrated) must be reachable by the metric's x curve.
+
+    Raises:
+      JaxhspaceError (a ValueError) saying why and what to set instead.
+    """
+    if int(t_boost) >= 0 or not bool(add_noise_from_xt):
         return
-    th = float(config.lpips_addnoise_th)
-    if config.t_select_metric == "msl2" and th >= MSL2_X_CURVE_BOUND:
-        raise ValueError(f"automatic t_boost (t_boost={config.t_boost}) cannot fire with t_select_metric='msl2': "
-                         f"lpips_addnoise_th={th:g} is an LPIPS threshold, and msl2 between pure noise and an image is "
-                         f"at most ≈ {MSL2_X_CURVE_BOUND} (≈ 0.44 measured), so no t reaches it. Set t_boost "
-                         "explicitly (official README: 200), use t_select_metric='lpips' with lpips_path, or set "
-                         f"lpips_addnoise_th below {MSL2_X_CURVE_BOUND} for msl2")
+    th = float(lpips_addnoise_th)
+    if t_select_metric == "msl2" and th >= MSL2_X_CURVE_BOUND:
+        raise JaxhspaceError(f"automatic t_boost (t_boost={t_boost}) cannot fire with t_select_metric='msl2': "
+                             f"lpips_addnoise_th={th:g} is an LPIPS threshold, and msl2 between pure noise and an "
+                             f"image is at most ≈ {MSL2_X_CURVE_BOUND} (≈ 0.44 measured), so no t reaches it. Set "
+                             "t_boost explicitly (official README: 200), use t_select_metric='lpips' with "
+                             f"lpips_path, or set lpips_addnoise_th below {MSL2_X_CURVE_BOUND} for msl2")
 
 
-def train_asyrp(config, workdir: str, models: Optional[tuple] = None) -> dict:
+def check_t_select_config(config) -> None:
+    """:func:`check_t_select` on the fields ``t_boost``, ``t_select_metric``, ``lpips_addnoise_th`` and
+    ``add_noise_from_xt`` (default True) of an :class:`AsyrpTrainSettings` or an ``asyrp_train`` config."""
+    check_t_select(int(config.t_boost), str(config.t_select_metric), float(config.lpips_addnoise_th),
+                   bool(getattr(config, "add_noise_from_xt", True)))
+
+
+def train_asyrp(settings: AsyrpTrainSettings, workdir: str, models: AsyrpModels | tuple, images: np.ndarray,
+                sources: Optional[Mapping[str, str]] = None) -> dict:
     """Train (or resume) an Asyrp editor; export it to ``workdir/editor`` when all epochs are done.
 
     Args:
-      config: see ``configs/asyrp_train.py`` (src_text, tgt_text, lambda_clip, lambda_l1, t_edit, t_boost, n_inv,
-        n_train, lr, optimizer, lr_step_size, lr_gamma, n_epochs, n_train_img, batch_size, checkpoint_every,
-        max_steps, ...).
-      workdir: output folder (checkpoints/, latents.npz, train_log.jsonl, metrics.json, editor/).
-      models: optional ``(unet, unet_params, schedule, clip_model, clip_params, tokenizer)`` instead of loading
-        from ``config.model_path`` / ``config.clip_path``.
+      settings: the :class:`AsyrpTrainSettings` (validated here, before any work).
+      workdir: output folder (checkpoints/, latents.npz, train_log.jsonl, editor/).
+      models: :class:`AsyrpModels` ``(unet, unet_params, schedule, clip_model, clip_params, tokenizer)``.
+      images: ``[N, H, W, C]`` training images x0 in [-1, 1] (C = the UNet's in_channels); the first
+        ``N // batch_size`` batches are used each epoch.
+      sources: where the models came from, recorded in the metrics and the editor's meta (``model``, ``clip``);
+        default "given".
 
     Returns:
-      metrics dict (also ``workdir/metrics.json``): steps done, per-step ``loss`` / ``clip`` / ``l1`` lists,
-      t_edit, cos, timing, ``stopped_early`` (``config.max_steps`` reached), ``editor`` (export path).
+      metrics dict: steps done, per-step ``loss`` / ``clip`` / ``l1`` lists, t_edit, cos, timing,
+      ``stopped_early`` (``settings.max_steps`` reached), ``editor`` (export path, once all epochs are done). The
+      ``asyrp_train`` job writes it to ``workdir/metrics.json``.
+
+    Raises:
+      JaxhspaceError: an invalid setting (naming it), images of the wrong shape or fewer than ``batch_size``,
+      cos(src, tgt) <= 0 with the cos-weighted L1 term; FloatingPointError: a non-finite loss.
     """
-    check_t_select_config(config)
-    os.makedirs(workdir, exist_ok=True)
+    cfg = settings.validate()
+    unet, uparams, schedule, clip_model, clip_params, tok = models
+    sources = {"model": "given", "clip": "given", **dict(sources or {})}
     t_start = time.time()
-    if models is None:
-        unet, uparams, schedule, clip_model, clip_params, tok, sources = load_models(config)
-    else:
-        unet, uparams, schedule, clip_model, clip_params, tok = models
-        sources = {"model": "given", "clip": "given"}
-    size = unet.config.sample_size
-    size = int(size if isinstance(size, int) else size[0])
-    x0_all = training_images(config, size)
-    bs = int(config.batch_size)
+    x0_all = np.asarray(images)
+    c_in = int(unet.config.in_channels)
+    if x0_all.ndim != 4 or x0_all.shape[-1] != c_in:
+        raise JaxhspaceError(f"training images must be [N, H, W, {c_in}] (NHWC, in [-1, 1]), got shape {x0_all.shape}")
+    os.makedirs(workdir, exist_ok=True)
+    bs = int(cfg.batch_size)
     n_batches = x0_all.shape[0] // bs
     if n_batches < 1:
-        raise ValueError(f"need at least batch_size={bs} training images, got {x0_all.shape[0]}")
+        raise JaxhspaceError(f"need at least batch_size={bs} training images, got {x0_all.shape[0]}")
     if x0_all.shape[0] % bs:
         warnings.warn(f"{x0_all.shape[0] % bs} training images do not fill a batch and are skipped each epoch",
                       stacklevel=2)
 
-    templates = IMAGENET_TEMPLATES if config.templates == "imagenet" else None
-    cos = text_cosine(clip_model, clip_params, tok, config.src_text, config.tgt_text)
-    text_dir = text_direction(clip_model, clip_params, tok, config.src_text, config.tgt_text, templates)
-    t_edit, t_boost, t_info = _resolve_t(config, unet, uparams, schedule, x0_all, cos)
-    ts, tps = training_grid(int(config.n_train), t_edit, schedule.num_train_timesteps - 1)
+    templates = IMAGENET_TEMPLATES if cfg.templates == "imagenet" else None
+    cos = text_cosine(clip_model, clip_params, tok, cfg.src_text, cfg.tgt_text)
+    if cfg.l1_use_cos and cfg.lambda_l1 and cos <= 0:
+        raise JaxhspaceError(f"cos(E_T({cfg.src_text!r}), E_T({cfg.tgt_text!r})) = {cos:.3f} <= 0: the official "
+                             "λ_L1·cos·L1 term would reward moving away from the reference (the edit diverges). "
+                             "Set l1_use_cos=False (plain λ_L1·L1) or lambda_l1=0.")
+    text_dir = text_direction(clip_model, clip_params, tok, cfg.src_text, cfg.tgt_text, templates)
+    t_edit, t_boost, t_info = _resolve_t(cfg, unet, uparams, schedule, x0_all, cos)
+    ts, tps = training_grid(int(cfg.n_train), t_edit, schedule.num_train_timesteps - 1)
     K = ts.size
     spe = n_batches * K
-    total = int(config.n_epochs) * spe
+    total = int(cfg.n_epochs) * spe
 
-    x_lat_all = _latents(unet, uparams, schedule, x0_all, int(config.n_inv), os.path.join(workdir, "latents.npz"))
-    feats_fn = _image_features_fn(clip_model, str(config.clip_resize))
+    x_lat_all = _latents(unet, uparams, schedule, x0_all, int(cfg.n_inv), os.path.join(workdir, "latents.npz"))
+    feats_fn = _image_features_fn(clip_model, str(cfg.clip_resize))
     feat_all = np.concatenate([np.asarray(feats_fn(clip_params, jnp.asarray(x0_all[i:i + 64])))
                                for i in range(0, x0_all.shape[0], 64)])
 
-    editor = DeltaBlock(EditorConfig.for_unet(unet.config, num_groups=int(config.editor_num_groups),
-                                              variant=str(config.get("editor_variant", "ddpm"))))
-    eparams = init_editor(editor, jax.random.PRNGKey(int(config.seed)))
-    opt_spec = (str(config.optimizer), float(config.lr), int(spe), int(config.lr_step_size), float(config.lr_gamma),
-                float(config.momentum))
+    editor = DeltaBlock(EditorConfig.for_unet(unet.config, num_groups=int(cfg.editor_num_groups),
+                                              variant=str(cfg.editor_variant)))
+    eparams = init_editor(editor, jax.random.PRNGKey(int(cfg.seed)))
+    opt_spec = (str(cfg.optimizer), float(cfg.lr), int(spe), int(cfg.lr_step_size), float(cfg.lr_gamma),
+                float(cfg.momentum))
     optimizer = optimizer_from_spec(opt_spec)
     shape = (bs,) + x0_all.shape[1:]  # two distinct buffers: both are donated
     state = AsyrpTrainState(jnp.array(0, jnp.int32), eparams, optimizer.init(eparams), jnp.zeros(shape, jnp.float32),
                             jnp.zeros(shape, jnp.float32))
-    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), every=int(config.checkpoint_every))
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), every=int(cfg.checkpoint_every))
     state = ckpt.restore_or(state)
     start = int(state.step)
-    step_fn = make_train_step(unet, editor, clip_model, opt_spec, float(config.lambda_clip), float(config.lambda_l1),
-                              str(config.clip_resize), str(config.get("clip_batch", "per_example")))
-    l1_weight = cos if config.l1_use_cos else 1.0
-    if config.l1_use_cos and config.lambda_l1 and cos <= 0:
-        raise ValueError(f"cos(E_T({config.src_text!r}), E_T({config.tgt_text!r})) = {cos:.3f} <= 0: the official "
-                         "λ_L1·cos·L1 term would reward moving away from the reference (the edit diverges). "
-                         "Set config.l1_use_cos=False (plain λ_L1·L1) or lambda_l1=0.")
+    step_fn = make_train_step(unet, editor, clip_model, opt_spec, float(cfg.lambda_clip), float(cfg.lambda_l1),
+                              str(cfg.clip_resize), str(cfg.clip_batch))
+    l1_weight = cos if cfg.l1_use_cos else 1.0
     frozen = {"unet": uparams, "clip": clip_params, "text_dir": text_dir, "cos": jnp.asarray(l1_weight, jnp.float32),
               "schedule": schedule}
 
     log_path = os.path.join(workdir, "train_log.jsonl")
     records = _read_log(log_path, start)
-    max_steps = int(config.max_steps) if config.max_steps else 0
+    max_steps = int(cfg.max_steps)
     stop_at = min(total, max_steps) if max_steps else total
     from tqdm.auto import tqdm
 
@@ -362,16 +479,16 @@ def train_asyrp(config, workdir: str, models: Optional[tuple] = None) -> dict:
             epoch, r = divmod(s, spe)
             b, k = divmod(r, K)
             if epoch not in order_cache:
-                order_cache = {epoch: epoch_order(int(config.seed), epoch, x0_all.shape[0], bool(config.shuffle))}
+                order_cache = {epoch: epoch_order(int(cfg.seed), epoch, x0_all.shape[0], bool(cfg.shuffle))}
             idx = order_cache[epoch][b * bs:(b + 1) * bs]
             state, m = step_fn(state, frozen, jnp.asarray(x_lat_all[idx]), jnp.asarray(feat_all[idx]),
                                jnp.int32(ts[k]), jnp.int32(tps[k]), jnp.bool_(k == 0))
-            lr_now = float(config.lr) * float(config.lr_gamma) ** (epoch // int(config.lr_step_size))
+            lr_now = float(cfg.lr) * float(cfg.lr_gamma) ** (epoch // int(cfg.lr_step_size))
             rec = {"step": s + 1, "epoch": epoch, "batch": b, "t": int(ts[k]), "lr": lr_now,
                    **{key: float(v) for key, v in m.items()}}
             if not np.isfinite(rec["loss"]):
                 ckpt.close()
-                raise FloatingPointError(f"loss is {rec['loss']} at step {s + 1} (t={ts[k]}); lower config.lr")
+                raise FloatingPointError(f"loss is {rec['loss']} at step {s + 1} (t={ts[k]}); lower lr")
             records.append(rec)
             log.write(json.dumps(rec) + "\n")
             log.flush()
@@ -382,7 +499,7 @@ def train_asyrp(config, workdir: str, models: Optional[tuple] = None) -> dict:
         ckpt.save(done, state)
     ckpt.close()
 
-    metrics = {"task": "asyrp_train", **sources, "src_text": config.src_text, "tgt_text": config.tgt_text,
+    metrics = {"task": "asyrp_train", **sources, "src_text": cfg.src_text, "tgt_text": cfg.tgt_text,
                "cos_src_tgt": cos, "t_edit": t_edit, "t_boost": t_boost, **t_info, "train_timesteps": ts.tolist(),
                "steps_per_epoch": spe, "total_steps": total, "steps_done": done, "stopped_early": done < total,
                "loss": [r["loss"] for r in records], "clip": [r["clip"] for r in records],
@@ -390,17 +507,13 @@ def train_asyrp(config, workdir: str, models: Optional[tuple] = None) -> dict:
     if done >= total:
         from jaxhspace.editing.editor_io import save_editor
 
-        meta = {"src_text": config.src_text, "tgt_text": config.tgt_text, "t_edit": t_edit, "t_boost": t_boost,
-                "n_inv_step": int(config.n_inv), "n_train_step": int(config.n_train), "lr": float(config.lr),
-                "optimizer": config.optimizer, "n_epochs": int(config.n_epochs), "lambda_clip": float(config.lambda_clip),
-                "lambda_l1": float(config.lambda_l1), "cos_src_tgt": cos, "model": sources["model"],
-                "l1_use_cos": bool(config.l1_use_cos), "templates": config.templates,
-                "target_factor": config.get("target_factor", "")}
+        meta = {"src_text": cfg.src_text, "tgt_text": cfg.tgt_text, "t_edit": t_edit, "t_boost": t_boost,
+                "n_inv_step": int(cfg.n_inv), "n_train_step": int(cfg.n_train), "lr": float(cfg.lr),
+                "optimizer": cfg.optimizer, "n_epochs": int(cfg.n_epochs), "lambda_clip": float(cfg.lambda_clip),
+                "lambda_l1": float(cfg.lambda_l1), "cos_src_tgt": cos, "model": sources["model"],
+                "l1_use_cos": bool(cfg.l1_use_cos), "templates": cfg.templates, "target_factor": cfg.target_factor}
         metrics["editor"] = save_editor(os.path.join(workdir, "editor"), editor, jax.device_get(state.params), meta,
                                         overwrite=True)
-    from jaxhspace.tasks.common import write_metrics
-
-    write_metrics(workdir, metrics)
     return metrics
 
 
@@ -422,18 +535,18 @@ def _read_log(path: str, upto: int) -> list[dict]:
     return recs
 
 
-def _resolve_t(config, unet, uparams, schedule, x0_all, cos) -> tuple[int, int, dict]:
-    """t_edit / t_boost from the config, or (value < 0) selected as the official ``set_t_edit_t_addnoise``."""
-    t_edit, t_boost = int(config.t_edit), int(config.t_boost)
+def _resolve_t(cfg: AsyrpTrainSettings, unet, uparams, schedule, x0_all, cos) -> tuple[int, int, dict]:
+    """t_edit / t_boost from the settings, or (value < 0) selected as the official ``set_t_edit_t_addnoise``."""
+    t_edit, t_boost = int(cfg.t_edit), int(cfg.t_boost)
     if t_edit >= 0 and t_boost >= 0:
         return t_edit, t_boost, {"t_select": "config"}
     from jaxhspace.editing.t_select import select_t_edit_t_boost
     from jaxhspace.losses.perceptual import get_metric
 
-    metric = get_metric(config.t_select_metric, config.lpips_path)
-    sel = select_t_edit_t_boost(unet, uparams, schedule, jnp.asarray(x0_all[: int(config.t_select_images)]), cos,
-                                metric, n_steps=int(config.t_select_steps), lpips_edit_th=float(config.lpips_edit_th),
-                                lpips_addnoise_th=float(config.lpips_addnoise_th),
-                                add_noise_from_xt=bool(config.add_noise_from_xt))
+    metric = get_metric(cfg.t_select_metric, cfg.lpips_path)
+    sel = select_t_edit_t_boost(unet, uparams, schedule, jnp.asarray(x0_all[: int(cfg.t_select_images)]), cos,
+                                metric, n_steps=int(cfg.t_select_steps), lpips_edit_th=float(cfg.lpips_edit_th),
+                                lpips_addnoise_th=float(cfg.lpips_addnoise_th),
+                                add_noise_from_xt=bool(cfg.add_noise_from_xt))
     info = {"t_select": sel["metric"], "t_select_thresholds": [sel["th_edit"], sel["th_boost"]]}
     return (t_edit if t_edit >= 0 else sel["t_edit"]), (t_boost if t_boost >= 0 else sel["t_boost"]), info

@@ -46,7 +46,7 @@ def factor_changes(probe_params, before, after) -> dict:
     sa = probe.score(probe_params, _as_shown(after), probs=True)
     changes = {k: probe._change(k, sb[k], sa[k], False) for k in FACTORS}
     signed = {k: (probe._change(k, sb[k], sa[k], True) if FACTORS[k].kind != "categorical" else None) for k in FACTORS}
-    dom = max(changes, key=changes.get)
+    dom = max(changes, key=lambda k: changes[k])
     others = [v for k, v in changes.items() if k != dom]
     return {"changes": changes, "signed": signed, "dominant": dom, "dominant_change": changes[dom],
             "max_leakage": float(max(others)) if others else 0.0}

@@ -62,11 +62,11 @@ def first_t_at_least(ts: Sequence[int], values: Sequence[float], th: float) -> i
     Raises:
       ValueError if no value reaches ``th`` (the message gives the curve's maximum).
     """
-    ts, vals = np.asarray(ts), np.asarray(values, np.float64)
-    if ts.shape != vals.shape or ts.ndim != 1 or ts.size == 0:
-        raise ValueError(f"ts {ts.shape} and values {vals.shape} must be equal-length non-empty 1-D arrays")
-    order = np.argsort(ts)
-    for t, v in zip(ts[order], vals[order]):
+    t_arr, vals = np.asarray(ts), np.asarray(values, np.float64)
+    if t_arr.shape != vals.shape or t_arr.ndim != 1 or t_arr.size == 0:
+        raise ValueError(f"ts {t_arr.shape} and values {vals.shape} must be equal-length non-empty 1-D arrays")
+    order = np.argsort(t_arr)
+    for t, v in zip(t_arr[order], vals[order]):
         if v >= th:
             return int(t)
     raise ValueError(f"no t reaches the threshold {th:.4g} (curve max {vals.max():.4g}); the metric is probably not "

@@ -62,13 +62,73 @@ def encode_fn(model, params, **model_kwargs) -> Callable:
     return f
 
 
-def decode_fn(model, params) -> Callable:
-    """``(h, skips, temb) -> eps`` (ε channels only, see :func:`eps_part`)."""
+def decode_fn(model, params, **model_kwargs) -> Callable:
+    """``(h, skips, temb) -> eps`` (ε channels only, see :func:`eps_part`).
+
+    ``model_kwargs`` go to every decode call (e.g. ``encoder_hidden_states`` of a raw text-conditional UNet, whose
+    up path attends to the text too; guided-diffusion's labels ``y`` are already inside ``temb``)."""
 
     def f(h, skips, temb):
-        return eps_part(model, model.apply({"params": params}, h, skips, temb, method=model.decode))
+        return eps_part(model, model.apply({"params": params}, h, skips, temb, method=model.decode, **model_kwargs))
 
     return f
+
+
+# keyword arguments of ``encode`` that the decoder needs as well (the conditional UNet's cross-attention context)
+DECODE_KWARGS = ("encoder_hidden_states",)
+
+
+def eps_pair(model, params, x, t, delta_h, *, scale=None, edit=None, return_delta_h: bool = False, **model_kwargs):
+    """ε and the edited ε̃ from ONE encoder pass: ``h, skips, temb = encode(x, t)``, ε = decode(h, skips, temb),
+    ε̃ = decode(h + s·Δh, skips, temb) with the *unedited* skips and temb (Asyrp, Kwon et al. 2023, eq. 4; the
+    official UNet forward kwonminki/Asyrp_official@a6c82dc:models/ddpm/diffusion.py:544-559). The one place this is
+    written: the Asyrp edit (:func:`jaxhspace.editing.asyrp_edit.eps_pair_fn`), the editor training step and the
+    Δh collection all call it.
+
+    Args:
+      model, params: any UNet family with ``encode``/``decode`` (UNet2DModel, the guided-diffusion UNet,
+        :class:`~jaxhspace.models.conditioning.Conditioned`).
+      x: ``[B, H, W, C]`` x_t; t: ``[B]`` timesteps.
+      delta_h: Δh as an array broadcastable to h (``[h, w, C_mid]`` or ``[B, h, w, C_mid]``), or a callable
+        ``(h [B,h,w,C_mid], temb [B,D]) -> Δh [B,h,w,C_mid]`` (e.g. an editor f(h, temb)).
+      scale: the coefficient s on Δh (scalar or array broadcastable to h, cast to h's dtype); None: h + Δh exactly.
+      edit: optional ``[B]`` (or scalar) bool: where False, h is left unchanged (ε̃ = ε); when no example edits,
+        the second decoder pass and a callable Δh are skipped (``lax.cond``).
+      return_delta_h: also return the raw (unscaled) Δh ``[B, h, w, C_mid]``, computed outside the cond.
+      **model_kwargs: go to ``encode`` (e.g. class labels ``y``); those in :data:`DECODE_KWARGS`
+        (``encoder_hidden_states``) to ``decode`` as well.
+
+    Returns:
+      ``(eps, eps_edit)``, each ``[B, H, W, C]`` (ε channels only), and Δh if ``return_delta_h``.
+    """
+    import jax.numpy as jnp
+
+    from jaxhspace.models.bottleneck import add_delta_h
+
+    h, skips, temb = encode_fn(model, params, **model_kwargs)(x, t)
+    dec = decode_fn(model, params, **{k: v for k, v in model_kwargs.items() if k in DECODE_KWARGS})
+    eps = dec(h, skips, temb)
+
+    def delta_of():
+        if callable(delta_h):
+            return delta_h(h, temb)
+        return jnp.broadcast_to(jnp.asarray(delta_h).astype(h.dtype), h.shape)
+
+    edit_b = None if edit is None else jnp.broadcast_to(jnp.asarray(edit, jnp.bool_).reshape(-1), (h.shape[0],))
+
+    def edited(dh):
+        step = dh if scale is None else jnp.asarray(scale, h.dtype) * dh
+        if edit_b is not None:
+            step = jnp.where(edit_b[:, None, None, None], step, jnp.zeros_like(step))
+        return dec(add_delta_h(h, step), skips, temb)
+
+    dh = delta_of() if (return_delta_h or edit_b is None) else None
+    if edit_b is None:
+        eps_edit = edited(dh)
+    else:
+        eps_edit = jax.lax.cond(jnp.any(edit_b), lambda _: edited(delta_of() if dh is None else dh), lambda _: eps,
+                                None)
+    return (eps, eps_edit, dh) if return_delta_h else (eps, eps_edit)
 
 
 def h_of_x(model, params, t) -> Callable:
