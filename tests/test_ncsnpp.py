@@ -16,11 +16,14 @@ from jaxhspace.models.embeddings import GaussianFourierProjection
 from jaxhspace.models.functional import eps_fn
 from jaxhspace.models.skip_blocks import fir_downsample_2d, fir_upsample_2d, upfirdn2d
 from jaxhspace.models.unet import UNetConfig
-from unet_fixtures import jax_forward, make_torch_unet, max_abs, torch_forward
+from unet_fixtures import check_parity, jax_forward, make_torch_unet, max_abs, torch_forward
 
 TOL = 1e-4
-# Measured on CPU (float32, highest matmul precision): ε err ≤ 6e-6, h err ≤ 5e-7; regression bounds below.
-EPS_REG, H_REG = 2e-5, 5e-6
+# Regression bounds ~5-10x above the max |ours - diffusers| measured on CPU (float32, highest matmul precision), so a
+# 10x regression fails while TOL stays the contract: ε 5.6e-6 and h 4.2e-6 (tiny configs), σ·score with Δh 2.0e-6,
+# VE sampler x / max|x| 2.6e-7, ffhq-256 layout (slow) ε 8.8e-6 and h 1.5e-6.
+EPS_REG, H_REG = 4e-5, 3e-5
+DH_REG, SAMPLER_REG, FFHQ_EPS_REG, FFHQ_H_REG = 1.5e-5, 2e-6, 5e-5, 1e-5
 
 # Every skip block type, fourier embedding, norm_num_groups=None (min(C // 4, 32)), √2 mid scale: the
 # google/ncsnpp-ffhq-256 layout at toy size (diffusers' own NCSNppModelTests config, 16 px).
@@ -142,7 +145,8 @@ def test_delta_h_and_bottleneck(ncsnpp):
     dh = 0.3 * np.random.default_rng(5).standard_normal((2, *model.hspace_shape(8, 8))).astype(np.float32)
     score_t, _ = torch_forward(torch_model, x, sig, delta_h_nhwc=dh)
     score_j, _ = jax_forward(model, params, x, sig, delta_h=dh)
-    assert max_abs(score_j * sig[:, None, None, None], score_t * sig[:, None, None, None]) <= TOL
+    check_parity("ncsnpp delta_h: sigma * score", score_j * sig[:, None, None, None],
+                 score_t * sig[:, None, None, None], TOL, DH_REG)
 
     def enc_dec(p, x, s):
         b = model.apply({"params": p}, x, s, method=model.encode)
@@ -249,9 +253,10 @@ def test_ve_sampler_matches_diffusers(ncsnpp, sched_cfg):
     x, x_mean = ve_sde.ve_sample(score_fn, x_init, schedule, key, snr=scheduler.config.snr,
                                  correct_steps=c)
     scale = max(1.0, float(np.max(np.abs(ref_mean))))
-    err = max(max_abs(x, ref_x), max_abs(x_mean, ref_mean)) / scale
-    print(f"\nsigma_max {sched_cfg['sigma_max']}: max|x| {scale:.3g}, scaled err {err:.2e}")
-    assert err <= TOL
+    print(f"\nsigma_max {sched_cfg['sigma_max']}: max|x| {scale:.3g}", end="")
+    for label, ours, ref in (("x", x, ref_x), ("x_mean", x_mean, ref_mean)):
+        check_parity(f"VE sampler {label} / max|x|, sigma_max {sched_cfg['sigma_max']}", ours, ref, TOL,
+                     SAMPLER_REG, scale=scale)
 
 
 def test_pullback_at_sigma_matches_dense_svd(ncsnpp):
@@ -306,5 +311,5 @@ def test_ffhq_256_layout_param_count_and_parity(tmp_path):
     score_t, h_t = torch_forward(torch_model, x, sig)
     score_j, h_j = jax_forward(model, params, x, sig)
     assert h_j.shape == (1, 1, 1, 256)
-    print(f"eps err {max_abs(score_j * sig[0], score_t * sig[0]):.2e}, h err {max_abs(h_j, h_t):.2e}")
-    assert max_abs(score_j * sig[0], score_t * sig[0]) <= TOL and max_abs(h_j, h_t) <= TOL
+    check_parity("ncsnpp-ffhq-256 layout eps", score_j * sig[0], score_t * sig[0], TOL, FFHQ_EPS_REG)
+    check_parity("ncsnpp-ffhq-256 layout h", h_j, h_t, TOL, FFHQ_H_REG)
