@@ -12,8 +12,10 @@ from checkpoints_convert.asyrp_editor import convert, main as convert_main
 from jaxhspace.editing.editor_io import (
     editor_params_to_state_dict, load_editor, read_official_checkpoint, save_editor, state_dict_to_editor_params)
 from jaxhspace.models.editor import DeltaBlock, EditorConfig, init_editor
+from unet_fixtures import check_parity
 
 C, TEMB = 64, 96
+TOL, REGRESSION = 1e-4, 5e-6  # contract; regression bound ~8x the measured 6.0e-7 (printed)
 
 
 class TorchDeltaBlock(torch.nn.Module):
@@ -97,9 +99,8 @@ def test_convert_official_checkpoint_matches_torch(tmp_path):
     h, temb = _inputs()
     ours = np.asarray(jax.jit(lambda p, a, b: editor.apply({"params": p}, a, b))(params, h, temb))
     ref = _torch_dh(m, h, temb)
-    err = np.abs(ours - ref).max()
-    print(f"\n[DeltaBlock converted vs torch] max abs err = {err:.2e} (|Δh| max {np.abs(ref).max():.2f})", end="")
-    assert err <= 1e-5
+    print(f"\n|Δh| max {np.abs(ref).max():.2f}", end="")
+    check_parity("DeltaBlock converted vs torch", ours, ref, TOL, REGRESSION)
     # the .pth loads directly too, with identical params
     e2, p2, _ = load_editor(src)
     for a, b in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(p2)):

@@ -16,7 +16,7 @@ from jaxhspace.editing.editor_io import (
 from jaxhspace.models.editor import DeltaBlock, EditorConfig, init_editor
 
 C, TEMB = 64, 96
-TOL, REGRESSION = 1e-4, 1e-5  # measured ≤ 1e-6 (printed)
+TOL, REGRESSION = 1e-4, 5e-6  # contract; regression bound ~8x the measured ≤ 6.0e-7 (printed)
 REFS = {"ddpm": DDPMDeltaBlock, "adm": ADMDeltaBlock}
 
 
