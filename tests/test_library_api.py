@@ -177,3 +177,54 @@ def test_eps_pair_matches_diffusers_with_hooked_delta(tmp_path, sources):
     _, eps_ed, f_h = (np.asarray(a) for a in g(x, t))
     eps_ed_t, _ = torch_forward(tm, x, t, f_h)
     assert np.abs(eps_ed - eps_ed_t).max() < TOL
+
+
+COND_TINY = dict(sample_size=8, in_channels=4, out_channels=4, block_out_channels=[16, 32], layers_per_block=1,
+                 down_block_types=["CrossAttnDownBlock2D", "DownBlock2D"],
+                 up_block_types=["UpBlock2D", "CrossAttnUpBlock2D"], cross_attention_dim=24, attention_head_dim=2,
+                 norm_num_groups=8, norm_eps=1e-5, act_fn="silu", flip_sin_to_cos=True, freq_shift=0,
+                 downsample_padding=1)
+
+
+def test_eps_pair_passes_the_text_context_to_encode_and_decode(tmp_path):
+    """The raw text-conditional UNet: ``encoder_hidden_states`` reaches the down path *and* the cross-attention up
+    blocks of both decoder passes (diffusers UNet2DConditionModel, Δh added to its mid-block output by a hook)."""
+    import torch
+    from diffusers import UNet2DConditionModel as TorchUNet
+    from diffusers.models.attention_processor import AttnProcessor
+
+    from jaxhspace.checkpoints import load_unet
+    from jaxhspace.models.functional import eps_pair
+
+    torch.manual_seed(0)
+    tm = TorchUNet(**COND_TINY)
+    with torch.no_grad():
+        for p in tm.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    tm.set_attn_processor(AttnProcessor())
+    tm.eval().save_pretrained(str(tmp_path))
+    unet, params = load_unet(str(tmp_path))
+    rng = np.random.default_rng(3)
+    z = rng.normal(size=(2, 8, 8, 4)).astype(np.float32)
+    c = rng.normal(size=(2, 5, 24)).astype(np.float32)
+    t = np.array([700, 100])
+    dh = rng.normal(size=(2,) + unet.hspace_shape(8, 8)).astype(np.float32)
+
+    def torch_eps(delta):
+        def hook(_m, _i, out):
+            return out if delta is None else out + torch.from_numpy(np.ascontiguousarray(delta.transpose(0, 3, 1, 2)))
+
+        handle = tm.mid_block.register_forward_hook(hook)
+        try:
+            with torch.no_grad():
+                out = tm(torch.from_numpy(z.transpose(0, 3, 1, 2).copy()), torch.from_numpy(t),
+                         encoder_hidden_states=torch.from_numpy(c)).sample
+        finally:
+            handle.remove()
+        return out.numpy().transpose(0, 2, 3, 1)
+
+    eps, eps_edit = jax.jit(lambda z, t, c, dh: eps_pair(unet, params, z, t, dh, scale=2.0,
+                                                         encoder_hidden_states=c))(z, t, c, dh)
+    err = max(np.abs(np.asarray(eps) - torch_eps(None)).max(), np.abs(np.asarray(eps_edit) - torch_eps(2.0 * dh)).max())
+    print(f"\n[eps_pair, text-conditional UNet vs diffusers] max |err| {err:.2e}", end="")
+    assert err < 1e-4

@@ -16,7 +16,9 @@ grid and
 
 This module knows nothing of UNets: the model enters as
 ``eps_pair_fn(x [B,H,W,C], t [B] int32, edit [B] bool) -> (eps, eps_edit)``, where ``eps`` is ε(x_t | h)
-and ``eps_edit`` is ε(x_t | h + Δh) decoded with the unedited skips.
+and ``eps_edit`` is ε(x_t | h + Δh) decoded with the unedited skips (one encoder pass:
+:func:`jaxhspace.models.functional.eps_pair`; :func:`jaxhspace.editing.asyrp_edit.eps_pair_fn` builds it from a Δh
+source).
 """
 from __future__ import annotations
 
