@@ -15,32 +15,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def tiny_demo_config():
-    c = get_config()
-    c.num_images = 2
-    c.upscale = 1
-    c.asyrp_edit.n_inv = c.asyrp_edit.n_test = 8
-    c.asyrp_edit.scales = (-1.0, 1.0)
-    c.asyrp_edit.global_dh_images = 2
-    c.pullback.n_steps = 8
-    c.pullback.k = 2
-    c.pullback.n_dirs = 1
-    c.pullback.svd_max_iters = 3
-    c.pullback.n_edit_steps = 2
-    c.haas.n_steps = 6
-    c.haas.k = 2
-    c.haas.n_dirs = 1
-    c.haas.svd_max_iters = 3
-    c.pca.n_steps = 6
-    c.pca.num_pca_samples = 16
-    c.pca.k = 2
-    c.pca.n_dirs = 1
-    c.pca.scales = (2.0,)
-    lat = c.latent
-    lat.pullback.update(n_steps=4, k=2, n_dirs=1, svd_max_iters=3, n_edit_steps=2)
-    lat.haas.update(n_steps=3, k=2, n_dirs=1, svd_max_iters=3)
-    lat.pca.update(n_steps=4, num_pca_samples=16, k=2, n_dirs=1, scales=(-1.0, 1.0))
-    lat.prompt_edit.update(n_steps=3)
-    return c
+    """The tiny demo: ``configs/demo.py:quick`` (2 faces, a few steps per stage)."""
+    return get_config("quick")
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +64,34 @@ def test_demo_writes_consistent_report_and_metrics(demo_run):
     # + grid and plot per pixel direction stage, + the latent stage's four grids
     assert html.count("data:image/png;base64,") == len(asy["grids"]) + 3 * 2 + 4
     assert "http://" not in html and "https://" not in html and "<script" not in html  # offline, self-contained
+
+
+# Rows of the tiny demo computed by the code before the job skeleton and typed rows (commit 129b574, whose demo
+# parsed grid names and column labels): the same edits must give the same rows. Two deliberate changes since:
+# Asyrp rows name their target's class (hair_color=red: target_class "red", was None), and the combination's
+# "<editor> alone" rows report the editor's target like the editor rows do (signed change of P(red), was the
+# hair-colour distribution's total-variation magnitude).
+OLD_ROWS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "demo_quick_scores_129b574.json")
+
+
+def test_typed_rows_reproduce_the_old_demo_rows(demo_run):
+    _, out = demo_run
+    new = json.load(open(out["metrics"]))["scores"]
+    old = json.load(open(OLD_ROWS))
+    assert list(new) == list(old)
+    for stage in old:
+        assert [r["edit"] for r in new[stage]] == [r["edit"] for r in old[stage]], stage
+        for a, b in zip(new[stage], old[stage]):
+            combination_alone = b["edit"].startswith("combination:") and b["edit"].endswith(" alone")
+            if stage == "asyrp_edit" and b["target_class"] is None and a["target_class"] is not None:
+                assert a["target"] == b["target"] == "hair_color" and a["target_class"] == "red"
+            else:
+                assert a["target_class"] == b["target_class"], b["edit"]
+            assert (a["target"], a["supervised"]) == (b["target"], b["supervised"]), b["edit"]
+            assert a["changes"] == pytest.approx(b["changes"], abs=1e-4), b["edit"]
+            assert a["max_leakage"] == pytest.approx(b["max_leakage"], abs=1e-4), b["edit"]
+            if not (combination_alone and b["target"] == "hair_color"):
+                assert a["target_change"] == pytest.approx(b["target_change"], abs=1e-4), b["edit"]
 
 
 def test_demo_rejects_unknown_stage(tmp_path):

@@ -15,8 +15,10 @@ import time
 
 import ml_collections
 
+from jaxhspace.errors import JaxhspaceError
 from jaxhspace.report import write_report
 from jaxhspace.tasks.common import write_metrics
+from jaxhspace.tasks.rows import read_rows
 
 SHARED = ("model_path", "seed", "data_seed", "num_images", "image_paths", "upscale")
 STAGES = ("asyrp_edit", "pullback", "haas", "pca", "latent")
@@ -46,87 +48,60 @@ def latent_job_config(config, job: str) -> ml_collections.ConfigDict:
     return sub
 
 
+def stage_configs(config) -> list[tuple[str, str, ml_collections.ConfigDict]]:
+    """Every job the demo will run, in order: ``(stage, job, sub-config)``; unknown stages or latent jobs raise a
+    JaxhspaceError naming them."""
+    unknown = [s for s in config.stages if s not in STAGES]
+    if unknown:
+        raise JaxhspaceError(f"config.stages has unknown stages {unknown}; choose from {list(STAGES)}")
+    out = []
+    for stage in config.stages:
+        if stage != "latent":
+            out.append((stage, stage, stage_config(config, stage)))
+            continue
+        bad = [j for j in config.latent.jobs if j not in LATENT_JOBS]
+        if bad:
+            raise JaxhspaceError(f"config.latent.jobs has unknown jobs {bad}; choose from {list(LATENT_JOBS)}")
+        out += [(stage, job, latent_job_config(config, job)) for job in config.latent.jobs]
+    return out
+
+
+def validate(config) -> None:
+    """Check every stage's sub-config with its job's checks (:func:`jaxhspace.tasks.validate.validate_job`) before
+    the first stage runs; errors name the demo's field (``config.latent.pca.supervised_factor``)."""
+    from jaxhspace.tasks.validate import validate_job
+
+    for stage, job, sub in stage_configs(config):
+        where = f"config.{stage}." if stage == job else f"config.{stage}.{job}."
+        try:
+            validate_job(job, sub)
+        except JaxhspaceError as e:
+            raise JaxhspaceError(str(e).replace("config.", where, 1) if "config." in str(e) else
+                                 f"demo stage {where[7:-1]}: {e}") from None
+
+
+def stage_rows(metrics: dict, prefix: str = "") -> list[dict]:
+    """The report rows of a stage job's ``metrics["rows"]`` (typed :class:`~jaxhspace.tasks.rows.EditRow` s), each
+    label prefixed with ``prefix``."""
+    return [r.report_row(prefix) for r in read_rows(metrics)]
+
+
 def latent_rows(results: dict) -> list[dict]:
     """Rows of the latent stage: its pullback / Haas / PCA rows prefixed "latent", then the prompt edits."""
     rows = []
     for job in ("pullback", "haas", "pca"):
         if job in results:
-            rows += [{**r, "edit": f"latent {r['edit']}"} for r in direction_rows(results[job], job)]
-    m = results.get("prompt_edit")
-    for s in (m or {}).get("edit_scores", []):
-        rows.append(_row(f"prompt edit {m['source_prompt']!r} -> {s['prompt']!r}", s, s["target"], s["target_change"]))
-    return rows
-
-
-def _row(edit: str, probe: dict, target: str = "", target_change=None) -> dict:
-    """One score-table row from ``scoring.factor_changes`` output; without a target the dominant factor
-    is the target and the largest other change the leakage."""
-    tgt = target.partition("=")[0] or probe["dominant"]
-    changes = probe["changes"]
-    others = [v for k, v in changes.items() if k != tgt]
-    if target_change is None:
-        target_change = probe["signed"].get(tgt)
-        target_change = changes[tgt] if target_change is None else target_change
-    return {"edit": edit, "target": tgt, "target_class": target.partition("=")[2] or None, "supervised": bool(target),
-            "target_change": float(target_change),
-            "changes": {k: float(v) for k, v in changes.items()}, "max_leakage": float(max(others))}
-
-
-def asyrp_rows(m: dict, names: list[str]) -> list[dict]:
-    """Rows of the asyrp_edit job's metrics: every editor × scale, its global Δh × scale, the combination."""
-    rows, targets = [], m.get("targets", [])
-    for grid, cols in m["columns"].items():
-        kind, _, idx = grid.partition("_")
-        for c in cols:
-            if "probe" not in c:
-                continue
-            if kind == "combination":
-                if c["column"].startswith("attr_"):
-                    i = int(c["column"][5:])
-                    rows.append(_row(f"combination: {names[i]} alone", c["probe"],
-                                     targets[i] if i < len(targets) else ""))
-                else:
-                    rows.append(_row(f"combination: {c['column']}", c["probe"]))
-            else:
-                name = names[int(idx)]
-                label = f"{name} editor {c['column']}" if kind == "edit" else f"{name} global Δh {c['column']}"
-                t = c.get("target", {})
-                rows.append(_row(label, c["probe"], t.get("target", ""), t.get("target_change")))
-    return rows
-
-
-def direction_rows(m: dict, stage: str) -> list[dict]:
-    """Rows of the pullback / haas / pca jobs' ``edit_scores``."""
-    rows = []
-    for s in m.get("edit_scores", []):
-        if stage == "pullback":
-            label = f"pullback v{s['direction']} {'+' if s['sign'] > 0 else '-'}"
-        elif stage == "haas":
-            label = f"Haas v{s['direction']} x{s['scale']:g}"
-        else:
-            label = f"{s['direction']} x{s['scale']:g}"
-            if "target" in s:  # a supervised direction: its known target's signed change, the rest is leakage
-                t = s["target"]
-                target = t["target"] + (f"={t['target_class']}" if t.get("target_class") else "")
-                rows.append(_row(label, s, target, t["target_change"]))
-                continue
-        rows.append(_row(label, s))
-    return rows
+            rows += stage_rows(results[job], "latent ")
+    return rows + stage_rows(results.get("prompt_edit") or {})
 
 
 def _grid_caption(grid: str, names: list[str], scales) -> str:
-    """Caption of an asyrp_edit grid (edit_<i>, global_<i>, combination)."""
+    """Caption of an asyrp_edit grid (edit_<i>, global_<i>, combination, delta_<j>)."""
     if grid == "combination":
         return "combination: input, reconstruction, each editor alone, all together (Σ Δh_i/√N)"
     kind, _, i = grid.partition("_")
-    what = f"{names[int(i)]} editor" if kind == "edit" else f"{names[int(i)]}: global Δh"
+    what = {"edit": f"{names[int(i)]} editor", "global": f"{names[int(i)]}: global Δh"}.get(kind, f"Δh file {i}")
     return f"{what}; rows = faces; columns = input, reconstruction, scales {list(scales)}"
-
-
-def _editor_names(config) -> list[str]:
-    names = list(config.editor_names) if config.get("editor_names") else []
-    paths = list(config.asyrp_edit.editor_paths)
-    return names + [os.path.basename(os.path.normpath(p)) for p in paths[len(names):]]
 
 
 def run(config, workdir: str) -> dict:
@@ -134,33 +109,31 @@ def run(config, workdir: str) -> dict:
     from jaxhspace.tasks import get_task
 
     t_all = time.time()
-    unknown = [s for s in config.stages if s not in STAGES]
-    if unknown:
-        raise ValueError(f"config.stages has unknown stages {unknown}; choose from {list(STAGES)}")
-    if "latent" in config.stages:
-        bad = [j for j in config.latent.jobs if j not in LATENT_JOBS]
-        if bad:
-            raise ValueError(f"config.latent.jobs has unknown jobs {bad}; choose from {list(LATENT_JOBS)}")
-    results, walls = {}, {}
-    for stage in config.stages:
-        print(f"[demo] stage {stage} ...", flush=True)
+    validate(config)
+    results: dict = {}
+    walls: dict = {}
+    for stage, job, sub in stage_configs(config):
+        if stage not in walls:
+            print(f"[demo] stage {stage} ...", flush=True)
+            walls[stage] = 0.0
         t0 = time.time()
         if stage == "latent":
-            results[stage] = {job: get_task(job)(latent_job_config(config, job), os.path.join(workdir, stage, job))
-                              for job in config.latent.jobs}
+            results.setdefault(stage, {})[job] = get_task(job)(sub, os.path.join(workdir, stage, job))
         else:
-            results[stage] = get_task(stage)(stage_config(config, stage), os.path.join(workdir, stage))
-        walls[stage] = time.time() - t0
-        print(f"[demo] stage {stage} done in {walls[stage]:.0f} s", flush=True)
+            results[stage] = get_task(job)(sub, os.path.join(workdir, stage))
+        walls[stage] += time.time() - t0
+        if stage != "latent" or job == config.latent.jobs[-1]:
+            print(f"[demo] stage {stage} done in {walls[stage]:.0f} s", flush=True)
 
-    names = _editor_names(config)
     sections, table = [], {}
     if "asyrp_edit" in results:
         m = results["asyrp_edit"]
-        table["asyrp_edit"] = asyrp_rows(m, names)
+        names = m["editors"]
+        table["asyrp_edit"] = stage_rows(m)
         imgs = [(p, _grid_caption(g, names, m["scales"][1:])) for g, p in m["grids"].items()]
         sections.append(dict(id="asyrp", title="Asyrp: trained editors Δh = f_t(h) in the asymmetric reverse process",
-                             text=f"Editors {', '.join(names)} (trained with the shipped tiny CLIP's directional loss); "
+                             text=f"Editors {', '.join(names)} (trained with the shipped tiny CLIP's directional "
+                                  "loss); "
                                   f"edited for t ≥ t_edit = {m['t_edit']}, quality boosting below t_boost = "
                                   f"{m['t_boost']}; Δh scaled linearly; the global Δh is the editor's Δh averaged over "
                                   f"{m.get('global_dh_averaged_over') or 'faces'} and timesteps and added as a "
@@ -168,7 +141,7 @@ def run(config, workdir: str) -> dict:
                              images=imgs, rows=table["asyrp_edit"]))
     if "pullback" in results:
         m = results["pullback"]
-        table["pullback"] = direction_rows(m, "pullback")
+        table["pullback"] = stage_rows(m)
         sections.append(dict(id="pullback", title="Pullback (Park et al.): right singular vectors of ∂h/∂x at x_t",
                              text=f"Top right singular vectors v_i of J = ∂h/∂x at t = {m['edit_t']} per face "
                                   "(randomized block Krylov on jvp/vjp products), applied as x̂ = x + γ[ε(x+λv) − ε(x)] "
@@ -177,7 +150,7 @@ def run(config, workdir: str) -> dict:
                              rows=table["pullback"]))
     if "haas" in results:
         m = results["haas"]
-        table["haas"] = direction_rows(m, "haas")
+        table["haas"] = stage_rows(m)
         sections.append(dict(id="haas", title="Haas et al.: singular vectors of ∂ε/∂h",
                              text=f"Right singular vectors of J = ∂ε/∂h at t = {m['jacobian_t']} per face, added as "
                                   "Δh = scale·σ_i·v_i (symmetric edit, as Haas et al.). Columns: input, "
@@ -186,7 +159,7 @@ def run(config, workdir: str) -> dict:
                              rows=table["haas"]))
     if "pca" in results:
         m = results["pca"]
-        table["pca"] = direction_rows(m, "pca")
+        table["pca"] = stage_rows(m)
         sections.append(dict(id="pca", title="PCA of h per timestep (Haas et al.) and a supervised direction",
                              text="Principal components of h over inverted SynthFaces at each timestep, added as "
                                   "Δh_t = scale·std_t·u_t; the supervised row is the mean-h difference between faces "
@@ -220,7 +193,7 @@ def run(config, workdir: str) -> dict:
     report = write_report(os.path.join(workdir, "index.html"), "jaxhspace demo: three ways to edit h-space", intro,
                           sections)
     metrics = {"task": "demo", "stages": list(config.stages), "wall_s": time.time() - t_all,
-               "stage_wall_s": walls, "editors": names, "scores": table,
+               "stage_wall_s": walls, "editors": results.get("asyrp_edit", {}).get("editors", []), "scores": table,
                "stage_metrics": {s: os.path.join(workdir, s, "metrics.json") for s in results}, "report": report}
     path = write_metrics(workdir, metrics)
     print(f"[demo] report: {os.path.abspath(report)}\n[demo] metrics: {os.path.abspath(path)}", flush=True)

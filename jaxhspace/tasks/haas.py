@@ -1,6 +1,6 @@
 """Job ``haas``: Haas et al.'s Jacobian directions J = ∂ε/∂h per test face, applied as their ``get_direction`` with
-``global_at_idx`` and ``apply_svals`` (direction_plotter.py:113-121): the unit vector v_k(t_J) of ONE timestep
-t_J = ``jacobian_t`` is used at every edited step t, multiplied by that step's σ_k(t):
+``global_at_idx`` and ``apply_svals`` (semantic-diffusion direction_plotter.py:113-121): the unit vector v_k(t_J) of
+ONE timestep t_J = ``jacobian_t`` is used at every edited step t, multiplied by that step's σ_k(t):
 Δh_t = scale·σ_k(t)·v_k(t_J) (``sigma_schedule="per_step"``, the default). σ_k(t) comes from one top-k SVD per
 edited grid step along the unedited DDIM trajectory from the inverted x_T (:func:`haas_trajectory_svd`).
 ``sigma_schedule="constant"`` instead uses σ_k(t_J) at every step (one SVD at the inverted x_{t_J}; not the
@@ -13,86 +13,94 @@ Asyrp's asymmetric step instead. Their directions are image-specific, so each fa
 from __future__ import annotations
 
 import os
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from jaxhspace.data.images import save_grid
 from jaxhspace.data.plots import save_line_plot
 from jaxhspace.diffusion.schedule import asyrp_timesteps
 from jaxhspace.directions import haas_jacobian
 from jaxhspace.directions.haas import haas_schedule_delta, haas_trajectory_svd
 from jaxhspace.editing.asyrp_edit import ConstantDelta, asyrp_edit, invert, stack_deltas
-from jaxhspace.editing.scoring import factor_changes, load_default_probe
-from jaxhspace.tasks.common import write_metrics
-from jaxhspace.tasks.inputs import invert_to, load_world, test_images
+from jaxhspace.errors import JaxhspaceError
+from jaxhspace.tasks.inputs import invert_to
+from jaxhspace.tasks.skeleton import Column, EditJob, Edits, Grid
+
+SIGMA_SCHEDULES = ("per_step", "constant")
 
 
-def run(config, workdir: str) -> dict:
-    """See the module docstring; fields in ``configs/haas.py``."""
-    mode = config.get("sigma_schedule", "per_step")
-    if mode not in ("per_step", "constant"):
-        raise ValueError(f"config.sigma_schedule must be 'per_step' (official σ_k(t) per step) or 'constant', "
-                         f"got {mode!r}")
-    world = load_world(config)
-    model, params, schedule, source = world.model, world.params, world.schedule, world.source
-    grid = asyrp_timesteps(config.n_steps, schedule.num_train_timesteps - 1)[::-1]
-    edited = [int(g) for g in grid if g >= config.t_edit]                             # steps that get Δh
-    t_j = int(grid[np.argmin(np.abs(grid - config.jacobian_t))])                      # = invert_to's grid point
-    if mode == "per_step" and t_j not in edited:
-        raise ValueError(f"jacobian_t={config.jacobian_t} (grid point {t_j}) is below t_edit={config.t_edit}: with "
-                         "sigma_schedule='per_step' the vector is taken on the edited steps; lower t_edit")
-    x0 = jnp.asarray(test_images(config, world))
-    z0 = world.to_x(x0)                                                                # pixels or latents
-    t_start = time.time()
-    x_t, t = None, t_j
-    if mode == "constant":                                                             # J at the inverted x_{t_J}
-        x_t, t, _ = invert_to(model, params, schedule, z0, config.n_steps, config.jacobian_t)
-    x_lat = invert(model, params, schedule, z0, config.n_steps)
-    key = jax.random.PRNGKey(config.seed)
-    kw = dict(n_test=config.n_steps, t_edit=config.t_edit, t_boost=config.t_boost, symmetric=config.symmetric,
-              key=key)
-    recon = world.to_images(asyrp_edit(model, params, schedule, x_lat=x_lat, **kw)[0])  # [B, H, W, 3]
-    svals, products, edits, schedules = [], [], [], []
-    for i in tqdm(range(x0.shape[0]), desc="haas dε/dh SVD + edits"):
-        if mode == "per_step":
-            s_t, v_t = haas_trajectory_svd(model, params, schedule, x_lat[i], edited, config.k,
-                                           jax.random.fold_in(key, i), tol=config.svd_tol,
-                                           max_iters=config.svd_max_iters)             # [S, k], [S, k, h, w, C]
-            j = edited.index(t)
-            svals.append(s_t[j].tolist())
-            schedules.append(s_t[:, :config.n_dirs].T.tolist())                       # [n_dirs, S]
-            products.append(None)
-            deltas = haas_schedule_delta(s_t, v_t, edited, j, range(config.n_dirs), "per_step")
-        else:
-            res = haas_jacobian(model, params, x_t[i], t, config.k, jax.random.fold_in(key, i),
-                                tol=config.svd_tol, max_iters=config.svd_max_iters)
-            svals.append(np.asarray(res.s).tolist())
-            products.append(res.n_products)
-            deltas = stack_deltas([ConstantDelta(res.s[d] * res.v[d]) for d in range(config.n_dirs)])
-        out = asyrp_edit(model, params, schedule, x_lat=x_lat[i:i + 1], delta=deltas, scales=config.scales,
-                         stacked=True, image_ids=[i], **kw)                           # [D, K, 1, H, W, C]
-        edits.append(world.to_images(np.asarray(out)[:, :, 0]))
-    E = np.stack(edits, axis=2)                                                        # [D, K, B, H, W, C]
-    labels = [f"v{d} x{s:g}" for d in range(config.n_dirs) for s in config.scales]
-    cols = [np.asarray(x0), recon] + [E[d, k] for d in range(config.n_dirs) for k in range(len(config.scales))]
-    grid = save_grid(os.path.join(workdir, "haas_grid.png"), np.stack(cols, axis=1), upscale=config.upscale)
-    plot = save_line_plot(os.path.join(workdir, "haas_singular_values.png"),
-                          {f"image {i}": s for i, s in enumerate(svals)}, "Haas singular values (∂ε/∂h)", "index", "σ")
-    probe_params = load_default_probe(x0.shape[1])
-    scores = []
-    if probe_params is not None:
-        for d in range(config.n_dirs):
-            for k, s in enumerate(config.scales):
-                scores.append({"direction": d, "scale": s, **factor_changes(probe_params, recon, E[d, k])})
-    metrics = {"task": "haas", "model": source, "prompt": world.prompt if world.is_latent else None,
-               "jacobian_t": t, "k": config.k, "symmetric": config.symmetric,
-               "sigma_schedule": mode, "sigma_schedule_timesteps": edited if mode == "per_step" else None,
-               "sigma_per_step": schedules if mode == "per_step" else None,
-               "singular_values": svals, "jacobian_products": products, "columns": ["input", "reconstruction"] + labels,
-               "edit_scores": scores, "grid": grid, "singular_value_plot": plot, "wall_s": time.time() - t_start}
-    write_metrics(workdir, metrics)
-    return metrics
+class HaasJob(EditJob):
+    """Faces → inverted x_T → top-k SVD of ∂ε/∂h (per edited step, or once at t_J) → Δh_t = scale·σ·v added in the
+    reverse process, per face and direction."""
+
+    task = "haas"
+
+    def validate(self, config) -> None:
+        """``sigma_schedule`` name."""
+        mode = config.get("sigma_schedule", "per_step")
+        if mode not in SIGMA_SCHEDULES:
+            raise JaxhspaceError(f"config.sigma_schedule must be 'per_step' (official σ_k(t) per step) or "
+                                 f"'constant', got {mode!r}")
+
+    def edit(self, config, world, faces, workdir) -> Edits:
+        mode = config.get("sigma_schedule", "per_step")
+        model, params, schedule = world.model, world.params, world.schedule
+        grid = asyrp_timesteps(config.n_steps, schedule.num_train_timesteps - 1)[::-1]
+        edited = [int(g) for g in grid if g >= config.t_edit]                             # steps that get Δh
+        t_j = int(grid[np.argmin(np.abs(grid - config.jacobian_t))])                      # = invert_to's grid point
+        if mode == "per_step" and t_j not in edited:
+            raise JaxhspaceError(f"jacobian_t={config.jacobian_t} (grid point {t_j}) is below t_edit="
+                                 f"{config.t_edit}: with sigma_schedule='per_step' the vector is taken on the edited "
+                                 "steps; lower t_edit")
+        x0 = jnp.asarray(faces)
+        z0 = world.to_x(x0)                                                                # pixels or latents
+        x_t, t = None, t_j
+        if mode == "constant":                                                             # J at the inverted x_{t_J}
+            x_t, t, _ = invert_to(model, params, schedule, z0, config.n_steps, config.jacobian_t)
+        x_lat = invert(model, params, schedule, z0, config.n_steps)
+        key = jax.random.PRNGKey(config.seed)
+        kw = dict(n_test=config.n_steps, t_edit=config.t_edit, t_boost=config.t_boost, symmetric=config.symmetric,
+                  key=key)
+        recon = world.to_images(asyrp_edit(model, params, schedule, x_lat=x_lat, **kw)[0])  # [B, H, W, 3]
+        svals: list = []
+        products: list = []                                      # Jacobian products per face (None: per_step)
+        edits: list = []
+        schedules: list = []
+        for i in tqdm(range(x0.shape[0]), desc="haas dε/dh SVD + edits"):
+            if mode == "per_step":
+                s_t, v_t = haas_trajectory_svd(model, params, schedule, x_lat[i], edited, config.k,
+                                               jax.random.fold_in(key, i), tol=config.svd_tol,
+                                               max_iters=config.svd_max_iters)             # [S, k], [S, k, h, w, C]
+                j = edited.index(t)
+                svals.append(s_t[j].tolist())
+                schedules.append(s_t[:, :config.n_dirs].T.tolist())                       # [n_dirs, S]
+                products.append(None)
+                deltas = haas_schedule_delta(s_t, v_t, edited, j, range(config.n_dirs), "per_step")
+            else:
+                assert x_t is not None                           # "constant": inverted to t_J above
+                res = haas_jacobian(model, params, x_t[i], t, config.k, jax.random.fold_in(key, i),
+                                    tol=config.svd_tol, max_iters=config.svd_max_iters)
+                svals.append(np.asarray(res.s).tolist())
+                products.append(res.n_products)
+                deltas = stack_deltas([ConstantDelta(res.s[d] * res.v[d]) for d in range(config.n_dirs)])
+            out = asyrp_edit(model, params, schedule, x_lat=x_lat[i:i + 1], delta=deltas, scales=config.scales,
+                             stacked=True, image_ids=[i], **kw)                           # [D, K, 1, H, W, C]
+            edits.append(world.to_images(np.asarray(out)[:, :, 0]))
+        E = np.stack(edits, axis=2)                                                        # [D, K, B, H, W, C]
+        columns = [Column(E[d, k], f"v{d} x{s:g}", f"Haas v{d} x{s:g}", "haas", f"v{d}", s,
+                          score={"direction": d, "scale": s})
+                   for d in range(config.n_dirs) for k, s in enumerate(config.scales)]
+        plot = save_line_plot(os.path.join(workdir, "haas_singular_values.png"),
+                              {f"image {i}": s for i, s in enumerate(svals)}, "Haas singular values (∂ε/∂h)",
+                              "index", "σ")
+        metrics = {"jacobian_t": t, "k": config.k, "symmetric": config.symmetric, "sigma_schedule": mode,
+                   "sigma_schedule_timesteps": edited if mode == "per_step" else None,
+                   "sigma_per_step": schedules if mode == "per_step" else None, "singular_values": svals,
+                   "jacobian_products": products, "singular_value_plot": plot}
+        return Edits([Grid("haas_grid", recon, columns)], metrics)
+
+
+JOB = HaasJob()
+run, validate = JOB.run, JOB.validate

@@ -148,13 +148,18 @@ def image_size(model) -> int:
     return s if isinstance(s, int) else s[0]
 
 
-def test_images(config, model) -> np.ndarray:
-    """``config.image_paths`` if given, else ``config.num_images`` SynthFaces test faces (seed
-    ``config.data_seed``). [N, S, S, 3] in [-1, 1]; ``model`` is a :class:`World` or a UNet."""
-    size = image_size(model)
+def load_faces(config, size: int) -> np.ndarray:
+    """The faces every job reads: ``config.image_paths`` (files or folders; centre-cropped and resized to ``size``)
+    if given, else ``config.num_images`` SynthFaces test faces of seed ``config.data_seed``. [N, size, size, 3] in
+    [-1, 1]."""
     if config.get("image_paths"):
-        return load_images(list(config.image_paths), size)
-    return synthfaces.generate(config.data_seed, config.num_images, size=size)[0]
+        return load_images(list(config.image_paths), int(size))
+    return synthfaces.generate(int(config.data_seed), int(config.num_images), size=int(size))[0]
+
+
+def test_images(config, model) -> np.ndarray:
+    """:func:`load_faces` at the size of ``model`` (a :class:`World` or a UNet; :func:`image_size`)."""
+    return load_faces(config, image_size(model))
 
 
 def invert_to(model, params, schedule, x0, n_steps: int, t_edit: int):

@@ -12,11 +12,11 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from jaxhspace.data import synthfaces
-from jaxhspace.data.images import load_images, save_grid
+from jaxhspace.data.images import save_grid
 from jaxhspace.diffusion.ddim import ddim_invert, ddim_sample
 from jaxhspace.models.functional import eps_fn
 from jaxhspace.tasks.common import inversion_grid, sampling_grid, write_metrics
+from jaxhspace.tasks.inputs import image_size, load_faces
 from jaxhspace.world import load_model
 
 
@@ -24,13 +24,7 @@ def run(config, workdir: str) -> dict:
     """Invert ``config.num_images`` SynthFaces test faces (or ``config.image_paths``) and reconstruct them
     with each n in ``config.n_steps_list``; MSE and max-abs error per n go to metrics.json."""
     model, params, schedule, source = load_model(config.model_path, config.seed)
-    size = model.config.sample_size
-    size = size if isinstance(size, int) else size[0]
-    if config.image_paths:
-        x0 = load_images(list(config.image_paths), size)
-    else:
-        x0, _ = synthfaces.generate(config.data_seed, config.num_images, size=size)
-    x0 = jax.numpy.asarray(x0)
+    x0 = jax.numpy.asarray(load_faces(config, image_size(model)))
     f = eps_fn(model, params)
     rows, table = [np.asarray(x0)], []
     for n in tqdm(list(config.n_steps_list), desc="invert+reconstruct"):

@@ -18,7 +18,6 @@ either is empty.
 from __future__ import annotations
 
 import os
-import time
 
 import jax
 import jax.numpy as jnp
@@ -26,16 +25,18 @@ import numpy as np
 from tqdm import tqdm
 
 from jaxhspace.data import synthfaces
-from jaxhspace.data.images import load_images, save_grid
+from jaxhspace.data.images import load_images
 from jaxhspace.data.plots import save_line_plot
 from jaxhspace.diffusion.ddim import ddim_invert, ddim_sample
 from jaxhspace.diffusion.schedule import asyrp_timesteps
 from jaxhspace.directions import mean_difference, pca
 from jaxhspace.editing.asyrp_edit import TableDelta, asyrp_edit, invert, stack_deltas
-from jaxhspace.editing.scoring import factor_changes, load_default_probe, per_face_target_change, target_effect
+from jaxhspace.errors import JaxhspaceError
 from jaxhspace.models.functional import eps_fn
-from jaxhspace.tasks.common import write_metrics
-from jaxhspace.tasks.inputs import image_size, load_world, test_images
+from jaxhspace.tasks.inputs import image_size
+from jaxhspace.tasks.skeleton import Column, EditJob, Edits, Grid
+
+PCA_SOURCES = ("synthfaces", "samples", "images")
 
 
 def _encoder(model):
@@ -144,59 +145,72 @@ def pca_data_h(config, world, grid):
     return H, sup, {"factor": config.supervised_factor, "n_pos": hp.shape[1], "n_neg": hn.shape[1]}
 
 
-def run(config, workdir: str) -> dict:
-    """See the module docstring; fields in ``configs/pca.py``."""
-    world = load_world(config)
-    model, params, schedule, source = world.model, world.params, world.schedule, world.source
-    t_start = time.time()
-    grid = asyrp_timesteps(config.n_steps, schedule.num_train_timesteps - 1)
-    H, sup, sup_info = pca_data_h(config, world, grid)                                     # [S, N, h, w, C]
-    comps, stds, ratios = [], [], []
-    for s in tqdm(range(len(grid)), desc="PCA of h per t"):
-        res = pca(H[s], config.k)
-        comps.append(res.components)
-        stds.append(res.std)
-        ratios.append(res.explained_variance_ratio.tolist())
-    comps, stds = np.stack(comps), np.stack(stds)                                          # [S, k, ...], [S, k]
-    ref = comps[-1].reshape(config.k, -1)                                                  # align to t = 999
-    signs = np.sign(np.einsum("skd,kd->sk", comps.reshape(len(grid), config.k, -1), ref))
-    comps = comps * np.where(signs == 0, 1, signs)[:, :, None, None, None]
+class PcaJob(EditJob):
+    """h along the inversions (or generations) of the PCA data at every grid step → PCs per timestep (and supervised
+    mean differences) → Δh tables added in the reverse process of the faces."""
 
-    ts = tuple(int(t) for t in grid)
-    tables = [TableDelta(jnp.asarray(stds[:, d, None, None, None] * comps[:, d]), ts) for d in range(config.n_dirs)]
-    sups = [] if sup is None else (sup if isinstance(sup, list) else [sup])
-    tables += [TableDelta(jnp.asarray(d), ts) for d in sups]                               # [S, h, w, C] each
-    x0 = jnp.asarray(test_images(config, world))
-    x_lat = invert(model, params, schedule, world.to_x(x0), config.n_steps)
-    kw = dict(n_test=config.n_steps, t_edit=config.t_edit, t_boost=config.t_boost, symmetric=config.symmetric,
-              key=jax.random.PRNGKey(config.seed))
-    recon = world.to_images(asyrp_edit(model, params, schedule, x_lat=x_lat, **kw)[0])
-    E = world.to_images(asyrp_edit(model, params, schedule, x_lat=x_lat, delta=stack_deltas(tables),
-                                   scales=config.scales, stacked=True, **kw))              # [D+1, K, B, H, W, 3]
-    names = [f"PC{d}" for d in range(config.n_dirs)]
-    for info in ([] if sup_info is None else sup_info if isinstance(sup_info, list) else [sup_info]):
-        names.append(f"supervised {info['factor']}" if info["factor"] else "supervised")
-    labels = [f"{n} x{s:g}" for n in names for s in config.scales]
-    cols = [np.asarray(x0), recon] + [E[d, k] for d in range(len(names)) for k in range(len(config.scales))]
-    grid_png = save_grid(os.path.join(workdir, "pca_grid.png"), np.stack(cols, axis=1), upscale=config.upscale)
-    plot = save_line_plot(os.path.join(workdir, "pca_std.png"), {f"t={grid[s]}": stds[s] for s in (0, len(grid) // 2, len(grid) - 1)},
-                          "std of h along each PC", "PC", "std")
-    probe_params = load_default_probe(x0.shape[1])
-    scores = []
-    if probe_params is not None:
+    task = "pca"
+
+    def validate(self, config) -> None:
+        """``pca_source`` name and its paths; the supervised factors."""
+        source = config.get("pca_source", "synthfaces")
+        if source not in PCA_SOURCES:
+            raise JaxhspaceError(f"config.pca_source must be one of {PCA_SOURCES}, got {source!r}")
+        if source == "images" and not config.get("pca_image_paths"):
+            raise JaxhspaceError("pca_source='images' needs config.pca_image_paths (image files or folders)")
+        if source == "synthfaces":
+            for spec in supervised_specs(config.supervised_factor):
+                factor, _, cls = spec.partition("=")
+                f = synthfaces.FACTORS.get(factor)
+                if f is None:
+                    raise JaxhspaceError(f"config.supervised_factor {spec!r}: unknown factor {factor!r}; choose from "
+                                         f"{list(synthfaces.FACTORS)}")
+                if f.kind == "categorical" and cls not in f.classes:
+                    raise JaxhspaceError(f"config.supervised_factor {spec!r}: a categorical factor needs a class, "
+                                         f"e.g. '{factor}={f.classes[0]}'; classes: {list(f.classes)}")
+
+    def edit(self, config, world, faces, workdir) -> Edits:
+        model, params, schedule = world.model, world.params, world.schedule
+        grid = asyrp_timesteps(config.n_steps, schedule.num_train_timesteps - 1)
+        H, sup, sup_info = pca_data_h(config, world, grid)                                 # [S, N, h, w, C]
+        per_t = [pca(H[s], config.k) for s in tqdm(range(len(grid)), desc="PCA of h per t")]
+        comps = np.stack([r.components for r in per_t])                                   # [S, k, h, w, C]
+        stds = np.stack([r.std for r in per_t])                                           # [S, k]
+        ratios = [r.explained_variance_ratio.tolist() for r in per_t]
+        ref = comps[-1].reshape(config.k, -1)                                              # align to t = 999
+        signs = np.sign(np.einsum("skd,kd->sk", comps.reshape(len(grid), config.k, -1), ref))
+        comps = comps * np.where(signs == 0, 1, signs)[:, :, None, None, None]
+
+        ts = tuple(int(t) for t in grid)
+        tables = [TableDelta(jnp.asarray(stds[:, d, None, None, None] * comps[:, d]), ts)
+                  for d in range(config.n_dirs)]
+        sups = [] if sup is None else (sup if isinstance(sup, list) else [sup])
+        tables += [TableDelta(jnp.asarray(d), ts) for d in sups]                           # [S, h, w, C] each
+        x0 = jnp.asarray(faces)
+        x_lat = invert(model, params, schedule, world.to_x(x0), config.n_steps)
+        kw = dict(n_test=config.n_steps, t_edit=config.t_edit, t_boost=config.t_boost, symmetric=config.symmetric,
+                  key=jax.random.PRNGKey(config.seed))
+        recon = world.to_images(asyrp_edit(model, params, schedule, x_lat=x_lat, **kw)[0])
+        E = world.to_images(asyrp_edit(model, params, schedule, x_lat=x_lat, delta=stack_deltas(tables),
+                                       scales=config.scales, stacked=True, **kw))          # [D+1, K, B, H, W, 3]
+        infos = [] if sup_info is None else sup_info if isinstance(sup_info, list) else [sup_info]
+        names = [f"PC{d}" for d in range(config.n_dirs)]
+        names += [f"supervised {i['factor']}" if i["factor"] else "supervised" for i in infos]
+        columns = []
         for d, n in enumerate(names):
+            spec = n[len("supervised "):] if n.startswith("supervised ") else ""
+            known = spec.partition("=")[0] in synthfaces.FACTORS  # a SynthFaces supervised direction: known target
             for k, s in enumerate(config.scales):
-                entry = {"direction": n, "scale": s, **factor_changes(probe_params, recon, E[d, k])}
-                spec = n[len("supervised "):] if n.startswith("supervised ") else ""
-                if spec.partition("=")[0] in synthfaces.FACTORS:  # a known target (SynthFaces supervised direction)
-                    entry["target"] = target_effect(probe_params, recon, E[d, k], spec)
-                    entry["target"]["per_face"] = per_face_target_change(probe_params, recon, E[d, k], spec).tolist()
-                scores.append(entry)
-    metrics = {"task": "pca", "model": source, "prompt": world.prompt if world.is_latent else None,
-               "timesteps": list(ts), "pc_std": stds.tolist(),
-               "explained_variance_ratio": ratios, "columns": ["input", "reconstruction"] + labels,
-               "edit_scores": scores, "grid": grid_png, "std_plot": plot, "wall_s": time.time() - t_start,
-               "pca_source": config.get("pca_source", "synthfaces"), "num_pca_samples": int(H.shape[1]),
-               "supervised": sup_info}
-    write_metrics(workdir, metrics)
-    return metrics
+                columns.append(Column(E[d, k], f"{n} x{s:g}", f"{n} x{s:g}", "supervised" if spec else "pca",
+                                      spec or n, s, target=spec if known else "", score={"direction": n, "scale": s}))
+        plot = save_line_plot(os.path.join(workdir, "pca_std.png"),
+                              {f"t={grid[s]}": stds[s] for s in (0, len(grid) // 2, len(grid) - 1)},
+                              "std of h along each PC", "PC", "std")
+        metrics = {"timesteps": list(ts), "pc_std": stds.tolist(), "explained_variance_ratio": ratios,
+                   "std_plot": plot, "pca_source": config.get("pca_source", "synthfaces"),
+                   "num_pca_samples": int(H.shape[1]), "supervised": sup_info}
+        return Edits([Grid("pca_grid", recon, columns)], metrics)
+
+
+JOB = PcaJob()
+run, validate = JOB.run, JOB.validate
