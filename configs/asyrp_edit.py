@@ -21,7 +21,9 @@ def get_config():
     c.precision = "highest"     # float32 matmuls on TPU/GPU; "high"/"default" faster, less accurate
     c.model_path = ""               # "" = assets/ddpm_synthfaces
     c.editor_paths = ()             # editor folders (save_editor / checkpoints_convert.asyrp_editor) or official .pth
-    c.target_factors = ()           # per editor: the factor it should move ("glasses", or "hair_color=red"), for the probe's
+    c.editor_names = ()             # names in rows and captions ("red hair"); missing = the editor folder's name
+    c.target_factors = ()           # per editor: the factor it should move ("glasses", or "hair_color=red"), for the
+                                    # probe's
                                     # target change / leakage scores; "" or missing = only every factor's change
     c.delta_h_paths = ()            # .npz Δh files: [h,w,C] (every t) or [S,h,w,C] + timesteps
     c.scales = (-1.0, 0.5, 1.0, 1.5)

@@ -33,7 +33,8 @@ def get_config():
     # timesteps (README: t_edit 500, t_boost 200; -1 = select from distance curves, see jaxhspace.editing.t_select)
     c.t_edit = 500
     c.t_boost = 200
-    c.t_select_metric = "msl2"   # "msl2" | "probe" | "lpips" (needs lpips_path); thresholds are LPIPS-calibrated only for lpips
+    c.t_select_metric = "msl2"   # "msl2" | "probe" | "lpips" (needs lpips_path); thresholds are LPIPS-calibrated
+                                 # only for lpips
     c.lpips_path = ""
     c.t_select_images = 8
     c.t_select_steps = 100

@@ -1,10 +1,12 @@
 """The main job: edit 8 SynthFaces test faces three ways and write a scored report (runs/demo/index.html).
 
     python -m jaxhspace.main --config configs/demo.py --workdir runs/demo
+    python -m jaxhspace.main --config configs/demo.py:quick --workdir runs/demo_quick     # tiny settings, ~4 min
     python -m jaxhspace.main --config configs/demo.py --workdir runs/my_faces \
         --config.image_paths="('a.png','b.png')"
 
-Stages (each is the stand-alone job of the same name, with the sub-config below):
+Stages (each is the stand-alone job of the same name; its sub-config is that job's own config, configs/<job>.py,
+without the fields the demo sets once for every stage, with the overrides below):
   asyrp_edit  the shipped Asyrp editors at scales -1, 0.5, 1, 1.5, their global Δh, and their combination
   pullback    top right singular vectors of ∂h/∂x at the official edit time, x̂ = x + γ[ε(x+v) − ε(x)]
   haas        top singular vectors of ∂ε/∂h, added as Δh
@@ -14,11 +16,33 @@ Stages (each is the stand-alone job of the same name, with the sub-config below)
 """
 import ml_collections
 
+try:
+    from jaxhspace.configs import asyrp_edit, haas, pca, pullback
+    from jaxhspace.configs.sd_synthfaces import prompt_edit
+except ImportError:  # a source tree used without installing jaxhspace
+    from configs import asyrp_edit, haas, pca, pullback
+    from configs.sd_synthfaces import prompt_edit
+
 EDITORS = ("assets/editors/red_hair", "assets/editors/glasses")
 EDITOR_NAMES = ("red hair", "glasses")
+# set once for every stage by the demo (tasks/demo.py copies them in), so not repeated in the stage sub-configs
+SHARED = ("task", "precision", "model_path", "seed", "data_seed", "num_images", "image_paths", "upscale")
 
 
-def get_config():
+def stage(job_config, **overrides) -> ml_collections.ConfigDict:
+    """A stage's sub-config: ``job_config`` without the :data:`SHARED` fields, with ``overrides``."""
+    fields = {k: v for k, v in job_config.to_dict().items() if k not in SHARED}
+    unknown = sorted(set(overrides) - set(fields))
+    if unknown:
+        raise KeyError(f"demo stage overrides {unknown} are not fields of the {job_config.task} config")
+    return ml_collections.ConfigDict({**fields, **overrides})
+
+
+def get_config(arg: str = ""):
+    """The demo's config; ``arg="quick"`` (``--config configs/demo.py:quick``) shrinks every stage to a few steps
+    and 2 faces (the tests' demo)."""
+    if arg not in ("", "full", "quick"):
+        raise ValueError(f"configs/demo.py: unknown variant {arg!r}; use configs/demo.py or configs/demo.py:quick")
     c = ml_collections.ConfigDict()
     c.task = "demo"
     c.precision = "highest"     # float32 matmuls on TPU/GPU; "high"/"default" faster, less accurate
@@ -29,77 +53,40 @@ def get_config():
     c.image_paths = ()                # or your own images (centre-cropped, resized to the model's size)
     c.upscale = 3
     c.stages = ("asyrp_edit", "pullback", "haas", "pca", "latent")
-    c.editor_names = EDITOR_NAMES
 
-    a = ml_collections.ConfigDict()
-    a.editor_paths = EDITORS
-    a.target_factors = ()             # () = each editor's own meta["target_factor"] (hair_color=red, glasses)
-    a.delta_h_paths = ()
-    a.scales = (-1.0, 0.5, 1.0, 1.5)
-    a.combine_coeffs = ()
-    a.n_inv = 40
-    a.n_test = 40
-    a.t_edit = -1                     # from the editors' meta (their training t_edit)
-    a.t_boost = -1
-    a.n_train_step = -1
-    a.global_dh_images = 8
-    c.asyrp_edit = a
-
-    p = ml_collections.ConfigDict()
-    p.n_steps = 50
-    p.edit_t = 600                    # official Diffusion-Pullback edit_t = 0.6 T for CelebA-HQ
-    p.t_boost = 200
-    p.k = 6
-    p.svd_method = "krylov"
-    p.svd_tol = 1e-3
-    p.svd_max_iters = 20
-    p.n_dirs = 3
-    p.gamma = 0.5
-    p.lam = 10.0
-    p.n_edit_steps = 16
-    c.pullback = p
-
-    h = ml_collections.ConfigDict()
-    h.n_steps = 20
-    h.jacobian_t = 600
-    h.t_edit = 0
-    h.t_boost = 0
-    h.symmetric = True
-    h.k = 3
-    h.svd_tol = 1e-3
-    h.svd_max_iters = 20
-    h.n_dirs = 3
-    h.scales = (-100.0, 100.0)        # Δh = scale·σ·v; σ(∂ε/∂h) ≈ 0.1 here, so |Δh| ≈ 10 (h's PC std: 15-46)
+    c.asyrp_edit = stage(asyrp_edit.get_config(), editor_paths=EDITORS, editor_names=EDITOR_NAMES, global_dh_images=8)
+    c.pullback = stage(pullback.get_config(), k=6, svd_max_iters=20)
     # one SVD per face at jacobian_t (the official per-step σ_k(t) costs one SVD per edited step, each ≈10 s here
     # because every call re-linearises and re-compiles: 20x the demo's Haas time); configs/haas.py keeps "per_step"
-    h.sigma_schedule = "constant"
-    c.haas = h
-
-    q = ml_collections.ConfigDict()
-    q.pca_data_seed = 777
-    q.num_pca_samples = 128
-    q.n_steps = 20
-    q.k = 8
-    q.n_dirs = 3
-    q.supervised_factor = "glasses"
-    q.scales = (-2.0, 2.0)
-    q.t_edit = 0
-    q.t_boost = 0
-    q.symmetric = True
-    c.pca = q
+    c.haas = stage(haas.get_config(), svd_max_iters=20, sigma_schedule="constant")
+    c.pca = stage(pca.get_config(), supervised_factor="glasses", scales=(-2.0, 2.0))
 
     # the latent stage: each job's config is the pixel stage's with the latent model's overrides
     lat = ml_collections.ConfigDict()
     lat.model_path = "assets/sd_synthfaces"
     lat.prompt = ""                   # inversion and edits with the empty prompt (the unconditional branch)
     lat.jobs = ("pullback", "haas", "pca", "prompt_edit")
-    lat.pullback = {**p.to_dict(), "n_steps": 20}
-    lat.haas = h.to_dict()
-    lat.pca = {**q.to_dict(), "n_dirs": 2, "supervised_factor": ("smile", "hair_color=red", "glasses"),
+    lat.pullback = {**c.pullback.to_dict(), "n_steps": 20}
+    lat.haas = c.haas.to_dict()
+    lat.pca = {**c.pca.to_dict(), "n_dirs": 2, "supervised_factor": ("smile", "hair_color=red", "glasses"),
                "scales": (-1.0, 0.5, 1.0, 1.5), "symmetric": False}
-    from jaxhspace.configs.sd_synthfaces.prompt_edit import get_config as prompt_edit_config
-
-    pe = prompt_edit_config()
-    lat.prompt_edit = {k: pe[k] for k in ("n_steps", "source_prompt", "edits", "guidance_scale")}
+    lat.prompt_edit = stage(prompt_edit.get_config())
     c.latent = lat
+    if arg == "quick":
+        quick(c)
     return c
+
+
+def quick(c) -> None:
+    """Shrink ``c`` in place to the tiny demo: 2 faces, a few steps, k = 2, one direction per method."""
+    c.num_images = 2
+    c.upscale = 1
+    c.asyrp_edit.update(n_inv=8, n_test=8, scales=(-1.0, 1.0), global_dh_images=2)
+    c.pullback.update(n_steps=8, k=2, n_dirs=1, svd_max_iters=3, n_edit_steps=2)
+    c.haas.update(n_steps=6, k=2, n_dirs=1, svd_max_iters=3)
+    c.pca.update(n_steps=6, num_pca_samples=16, k=2, n_dirs=1, scales=(2.0,))
+    lat = c.latent
+    lat.pullback.update(n_steps=4, k=2, n_dirs=1, svd_max_iters=3, n_edit_steps=2)
+    lat.haas.update(n_steps=3, k=2, n_dirs=1, svd_max_iters=3)
+    lat.pca.update(n_steps=4, num_pca_samples=16, k=2, n_dirs=1, scales=(-1.0, 1.0))
+    lat.prompt_edit.update(n_steps=3)

@@ -1,5 +1,5 @@
-"""The shipped Asyrp editor assets/editors/glasses ("a face" -> "a face with glasses"), trained on the shipped DDPM with the
-shipped tiny CLIP; the rest of the settings are configs/asyrp_train.py (the official CelebA recipe).
+"""The shipped Asyrp editor assets/editors/glasses ("a face" -> "a face with glasses"), trained on the shipped DDPM
+with the shipped tiny CLIP; the rest of the settings are configs/asyrp_train.py (the official CelebA recipe).
 
     python -m jaxhspace.main --config configs/editor_glasses.py --workdir runs/editor_glasses
 

@@ -1,5 +1,6 @@
-"""The shipped Asyrp editor assets/editors/red_hair ("a face with black hair" -> "a face with red hair"), trained on the shipped DDPM with the
-shipped tiny CLIP; the rest of the settings are configs/asyrp_train.py (the official CelebA recipe).
+"""The shipped Asyrp editor assets/editors/red_hair ("a face with black hair" -> "a face with red hair"), trained on
+the shipped DDPM with the shipped tiny CLIP; the rest of the settings are configs/asyrp_train.py (the official CelebA
+recipe).
 
     python -m jaxhspace.main --config configs/editor_red_hair.py --workdir runs/editor_red_hair
 

@@ -16,14 +16,20 @@ def get_config():
     c.model_path = ""
     c.seed = 0
     c.data_seed = 12345
-    c.pca_data_seed = 777
+    c.pca_source = "synthfaces"  # where the h's come from: "synthfaces" | "samples" (the model's own) | "images"
+    c.pca_data_seed = 777      # SynthFaces seed (or the x_T / noise seed of "samples")
     c.num_pca_samples = 128
+    c.pca_eta = 1.0            # with "samples": DDIM η of the generations (Haas: η = 1, DDPM)
+    c.pca_batch_size = 16      # inversions / generations per batch
+    c.pca_image_paths = ()     # with pca_source="images": faces to invert instead
     c.num_images = 4
     c.image_paths = ()
     c.n_steps = 20
     c.k = 8
     c.n_dirs = 3
     c.supervised_factor = "smile"
+    c.supervised_pos_paths = ()  # with a source other than SynthFaces: images with / without the attribute
+    c.supervised_neg_paths = ()
     c.scales = (-3.0, 3.0)
     c.t_edit = 0               # every step (Haas); set e.g. 500 for Asyrp-style editing
     c.t_boost = 0

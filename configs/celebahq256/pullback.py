@@ -18,34 +18,22 @@ the exact DDIM inversion of x0 at the edit time; ``--config.park_inversion=to_ed
 ``--config.park_grid=asyrp`` uses our integer Asyrp grid (η = 1 where t < 200, 19 noisy steps, then 0 -> −1).
 Remaining difference: the SVD is our block Krylov (the official runs 50 iterations of subspace iteration).
 """
-import ml_collections
+try:
+    from jaxhspace.configs._common import official_checkpoint
+    from jaxhspace.configs.pullback import get_config as base
+except ImportError:  # a source tree used without installing jaxhspace
+    from configs._common import official_checkpoint
+    from configs.pullback import get_config as base
 
 
 def get_config():
-    c = ml_collections.ConfigDict()
-    c.task = "pullback"
-    c.precision = "highest"     # float32 matmuls on TPU/GPU; "high"/"default" faster, less accurate
-    c.model_path = "/path/to/ddpm-ema-celebahq-256"   # REQUIRED: diffusers folder or official .ckpt/.pt
-    c.model_format = "auto"      # auto | diffusers | ddpm_ckpt | guided_diffusion: a .ckpt/.pt converts into
-                                 # workdir/converted (jaxhspace.checkpoints.auto_convert), reused while unchanged
-    c.model_preset = ""          # the converter's --preset; "" = inferred from the file's parameter shapes
-    c.model_arch_json = ""       # the converter's --arch-json, for checkpoints of other architectures
-    c.seed = 0
-    c.data_seed = 12345        # unused with image_paths
+    c = official_checkpoint(base())
     c.num_images = 5           # script L4: samples 0-4
-    c.image_paths = ()         # REQUIRED: faces to edit (files or folders)
     c.n_steps = 100            # script L14-15: for/inv steps 100
-    c.edit_t = 600             # script L2: edit_t ∈ {1.0, 0.8, 0.6}·T (0.6 -> t ≈ 595, edit.py L583)
-    c.t_boost = 200            # script L21: performance_boosting_t 0.2 (η = 1 below, edit.py L1650-1653)
     c.park_grid = "official"   # the official float grid, boosting boundary and last step to ᾱ_0 (see above)
     c.park_inversion = "official"   # x_t from the inversion truncated at ≈ 988.9, sampled from 999 (edit.py:648)
     c.k = 2                    # main.py L30-34: pca_rank = 2 for the editing experiment (signature default 50)
-    c.svd_method = "krylov"
-    c.svd_tol = 1e-3
-    c.svd_max_iters = 30
     c.n_dirs = 2               # main.py L30-34: vis_num_pc = 2
     c.gamma = 0.1              # script L18: x_space_guidance_scale 0.1
     c.lam = 1.0                # λ = 1: v of unit norm (edit.py L764)
-    c.n_edit_steps = 16        # script L19: x_space_guidance_num_step 16
-    c.upscale = 1
     return c

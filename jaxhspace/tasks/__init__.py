@@ -28,10 +28,11 @@ def get_task(name: str):
 
     The function converts an official checkpoint in ``config.model_path`` (``.ckpt`` / ``.pt``) into the workdir
     first (:func:`jaxhspace.checkpoints.auto_convert.with_model_conversion`). Before anything, it checks the whole
-    config and the workdir (:func:`jaxhspace.tasks.validate.validate`)."""
+    config and the workdir (:func:`jaxhspace.tasks.validate.validate`: ranges, fields, the job's own
+    ``validate(config)``)."""
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; known tasks: {sorted(TASKS)}")
     from jaxhspace.checkpoints.auto_convert import with_model_conversion
     from jaxhspace.tasks.validate import validated
 
-    return validated(with_model_conversion(importlib.import_module(TASKS[name]).run))
+    return validated(with_model_conversion(importlib.import_module(TASKS[name]).run), name)

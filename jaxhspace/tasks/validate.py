@@ -8,7 +8,12 @@ value and the allowed range. Only fields a config actually has are checked, so o
 * counts that must be >= 0 (:data:`NON_NEGATIVE`) and ``eta`` >= 0;
 * timesteps with the sentinel -1 (:data:`TIMESTEPS`): -1 or in [0, ``num_train_timesteps``);
 * ``lr`` finite and > 0; ``n_dirs`` <= ``k``; ``target_factors`` names SynthFaces factors;
-* the workdir: not a file, and its nearest existing folder writable.
+* the workdir: not a file, and its nearest existing folder writable;
+* every field is one some shipped config of the job has, with a value of the kind they give it
+  (:func:`check_fields`: a typo such as ``pca_sorce`` fails with the closest names);
+* the job's own ``validate(config)`` (impossible combinations, unknown option names), e.g.
+  :meth:`jaxhspace.tasks.pullback.PullbackJob.validate`; the demo validates every stage's sub-config this way
+  before its first stage runs.
 """
 from __future__ import annotations
 
@@ -58,9 +63,9 @@ def _check_level(cfg: dict, prefix: str, T: int) -> None:
     lr = cfg.get("lr")
     if lr is not None and _is_num(lr) and not (math.isfinite(lr) and lr > 0):
         raise JaxhspaceError(f"{name('lr')} must be a finite learning rate > 0, got {lr!r}.")
-    n_dirs, k = cfg.get("n_dirs"), cfg.get("k")
-    if _is_int(n_dirs) and _is_int(k) and n_dirs > k:
-        raise JaxhspaceError(f"{name('n_dirs')} = {n_dirs} exceeds {name('k')} = {k} (only k singular directions "
+    n_dirs, n_k = cfg.get("n_dirs"), cfg.get("k")
+    if isinstance(n_dirs, numbers.Integral) and isinstance(n_k, numbers.Integral) and int(n_dirs) > int(n_k):
+        raise JaxhspaceError(f"{name('n_dirs')} = {n_dirs} exceeds {name('k')} = {n_k} (only k singular directions "
                              f"are computed); lower n_dirs or raise k.")
     targets = cfg.get("target_factors")
     if targets:
@@ -95,19 +100,114 @@ def check_workdir(workdir: str) -> None:
                              "another --workdir.")
 
 
-def validate(config, workdir: str) -> None:
-    """Check ``config`` (see the module docstring) and ``workdir``; raise a JaxhspaceError naming the first problem."""
-    cfg = config.to_dict() if hasattr(config, "to_dict") else dict(config)
-    _check_level(cfg, "", 1000)
+def validate(config, workdir: str, task: str = "") -> None:
+    """Check ``config`` of job ``task`` (default ``config.task``; see the module docstring and
+    :func:`validate_job`) and ``workdir``; raise a JaxhspaceError naming the first problem."""
+    validate_job(task or config.task, config)
     check_workdir(workdir)
 
 
-def validated(run):
-    """``run(config, workdir)`` preceded by :func:`validate`."""
+def validated(run, task: str = ""):
+    """``run(config, workdir)`` preceded by :func:`validate` (as job ``task``)."""
 
     @functools.wraps(run)
     def wrapper(config, workdir: str):
-        validate(config, workdir)
+        validate(config, workdir, task)
         return run(config, workdir)
 
     return wrapper
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (ConfigDicts as dicts)."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _kind(v) -> str:
+    """The type class a field's value belongs to: bool, number, str, sequence, dict, none."""
+    if v is None:
+        return "none"
+    if isinstance(v, bool):
+        return "bool"
+    if _is_num(v):
+        return "number"
+    if isinstance(v, str):
+        return "str"
+    if isinstance(v, (tuple, list)):
+        return "sequence"
+    return "dict" if isinstance(v, dict) else type(v).__name__
+
+
+@functools.lru_cache(maxsize=1)
+def known_fields() -> dict:
+    """``{task: {field: ({kinds seen}, first config that has it)}}`` over every shipped config (``configs/``) and
+    every sub-config the demo builds (its stages are jobs of their own): the fields a job's config may have."""
+    import importlib
+
+    from jaxhspace import resources
+
+    table: dict = {}
+
+    def add(task, cfg: dict, where: str):
+        fields = table.setdefault(task, {})
+        for k, v in _flat(cfg).items():
+            kinds, first = fields.get(k, (set(), where))
+            fields[k] = (kinds | {_kind(v)}, first)
+
+    for name in resources.config_names():
+        try:
+            mod = importlib.import_module("jaxhspace.configs." + name.replace("/", "."))
+        except ImportError:
+            continue
+        cfg = mod.get_config().to_dict()
+        add(cfg.get("task", ""), cfg, f"configs/{name}.py")
+        if cfg.get("task") == "demo":
+            from jaxhspace.tasks.demo import stage_configs
+
+            for _, job, sub in stage_configs(mod.get_config()):
+                add(job, sub.to_dict(), f"configs/{name}.py")
+    return table
+
+
+def check_fields(task: str, config) -> None:
+    """Raise a JaxhspaceError for a field no shipped config of ``task`` has (a typo: with the closest known names)
+    or a value of another kind than the shipped configs give it (e.g. a string where they have a number)."""
+    import difflib
+
+    known = known_fields().get(task)
+    if not known:
+        return  # a task without a shipped config (none today): nothing to compare with
+    cfg = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    for k, v in _flat(cfg).items():
+        if k not in known:
+            close = difflib.get_close_matches(k, list(known), n=3)
+            hint = f"; did you mean {' or '.join(close)}?" if close else f"; the {task} job's fields: {sorted(known)}"
+            raise JaxhspaceError(f"config.{k}: unknown field for the {task} job{hint}")
+        kinds, where = known[k]
+        kind = _kind(v)
+        if "none" in kinds or kind in kinds or kind == "none" or (kind == "sequence" and not v):
+            continue
+        raise JaxhspaceError(f"config.{k} = {v!r} is a {kind}, but the {task} job expects a "
+                             f"{' or '.join(sorted(kinds))} "
+                             f"(as in {where}); fix the value's type.")
+
+
+def validate_job(task: str, config) -> None:
+    """All checks of a job's ``config`` before any work: the table-driven ranges (:func:`validate`'s), the fields
+    (:func:`check_fields`) and the job's own ``validate(config)`` (impossible combinations, names)."""
+    import importlib
+
+    from jaxhspace.tasks import TASKS
+
+    cfg = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    _check_level(cfg, "", 1000)
+    check_fields(task, config)
+    job_validate = getattr(importlib.import_module(TASKS[task]), "validate", None)
+    if job_validate is not None:
+        job_validate(config)
