@@ -13,3 +13,20 @@ def official_checkpoint(c, model_path: str = "/path/to/ddpm-ema-celebahq-256"):
     if "upscale" in c:
         c.upscale = 1
     return c
+
+
+def editing_job(task: str, num_images: int = 4, upscale: int = 3, model_path: str = ""):
+    """The fields every job that reads faces shares: ``task``, ``precision``, the model, the seed and the faces
+    (SynthFaces test faces of ``data_seed``, or ``image_paths``), ``upscale`` of the grids. Returns a ConfigDict."""
+    import ml_collections
+
+    c = ml_collections.ConfigDict()
+    c.task = task
+    c.precision = "highest"    # float32 matmuls on TPU/GPU; "high"/"default" faster, less accurate
+    c.model_path = model_path  # "" = assets/ddpm_synthfaces; or a diffusers folder / official .ckpt / .pt
+    c.seed = 0
+    c.data_seed = 12345        # SynthFaces test faces (training used other seeds)
+    c.num_images = num_images
+    c.image_paths = ()         # or your own images / folders (centre-cropped, resized to the model's size)
+    c.upscale = upscale        # grid pixels per image pixel
+    return c

@@ -12,14 +12,14 @@ or more editors: combination.png (columns: input, reconstruction, each attribute
 delta_<j>.png. Metrics (mean |edit - reconstruction| per column, the probe's change of every factor vs the
 reconstruction and, with target_factors, the target's change and leakage; timings) go to metrics.json.
 """
-import ml_collections
+try:
+    from jaxhspace.configs._common import editing_job
+except ImportError:  # a source tree used without installing jaxhspace
+    from configs._common import editing_job
 
 
 def get_config():
-    c = ml_collections.ConfigDict()
-    c.task = "asyrp_edit"
-    c.precision = "highest"     # float32 matmuls on TPU/GPU; "high"/"default" faster, less accurate
-    c.model_path = ""               # "" = assets/ddpm_synthfaces
+    c = editing_job("asyrp_edit", upscale=4)
     c.editor_paths = ()             # editor folders (save_editor / checkpoints_convert.asyrp_editor) or official .pth
     c.editor_names = ()             # names in rows and captions ("red hair"); missing = the editor folder's name
     c.target_factors = ()           # per editor: the factor it should move ("glasses", or "hair_color=red"), for the
@@ -37,9 +37,4 @@ def get_config():
     c.global_dh_set = "separate"    # official: averaged over training images, not the edited ones; "edited" = in-sample
     c.global_dh_seed = 0            # SynthFaces seed of that separate set (0 = asyrp_train's training faces)
     c.global_dh_paths = ()          # or image files/folders for it (required with image_paths unless "edited")
-    c.num_images = 4
-    c.data_seed = 12345             # SynthFaces test faces
-    c.image_paths = ()
-    c.seed = 0                      # boosting noise
-    c.upscale = 4
     return c

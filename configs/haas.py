@@ -5,18 +5,14 @@
 Official: k = 3 directions per image and timestep, 10 DDIM steps, symmetric edits, scales 50-100 (for
 unit v at 512x8x8, i.e. scale·σ); here the unit vector lives in the tiny model's 8x8x128 h-space.
 """
-import ml_collections
+try:
+    from jaxhspace.configs._common import editing_job
+except ImportError:  # a source tree used without installing jaxhspace
+    from configs._common import editing_job
 
 
 def get_config():
-    c = ml_collections.ConfigDict()
-    c.task = "haas"
-    c.precision = "highest"     # float32 matmuls on TPU/GPU; "high"/"default" faster, less accurate
-    c.model_path = ""
-    c.seed = 0
-    c.data_seed = 12345
-    c.num_images = 4
-    c.image_paths = ()
+    c = editing_job("haas")
     c.n_steps = 20
     c.jacobian_t = 600         # where J = dε/dh is taken (Haas: one of the 10 grid steps)
     c.t_edit = 0               # apply at every step (Haas 'window=999'); set e.g. 500 for Asyrp-style
@@ -28,5 +24,4 @@ def get_config():
     c.svd_max_iters = 30
     c.n_dirs = 3
     c.scales = (-100.0, 100.0)  # Δh = scale·σ·v: on the shipped DDPM σ ≈ 0.1, so |Δh| ≈ 10 (PC std of h: 15-46)
-    c.upscale = 3
     return c

@@ -8,18 +8,14 @@ dims (1024, 3) and output dims (64, C); the "axes" choice uses one mode per axis
 Edits use the separable HOSVD directions of choice ``edit_choice`` (spatial factor ⊗ colour factor)
 against the top SVD directions, with the pullback job's edit settings.
 """
-import ml_collections
+try:
+    from jaxhspace.configs._common import editing_job
+except ImportError:  # a source tree used without installing jaxhspace
+    from configs._common import editing_job
 
 
 def get_config():
-    c = ml_collections.ConfigDict()
-    c.task = "hosvd"
-    c.precision = "highest"     # float32 matmuls on TPU/GPU; "high"/"default" faster, less accurate
-    c.model_path = ""
-    c.seed = 0
-    c.data_seed = 12345
-    c.num_images = 2
-    c.image_paths = ()
+    c = editing_job("hosvd", num_images=2)
     c.n_steps = 50             # Asyrp grid for inversion / sampling
     c.edit_t = 600
     c.t_boost = 200
@@ -46,5 +42,4 @@ def get_config():
     c.gamma = 0.5
     c.lam = 10.0
     c.n_edit_steps = 16
-    c.upscale = 3
     return c

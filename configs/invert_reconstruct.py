@@ -2,19 +2,14 @@
 
     python -m jaxhspace.main --config configs/invert_reconstruct.py --workdir runs/invert
 """
-import ml_collections
+try:
+    from jaxhspace.configs._common import editing_job
+except ImportError:  # a source tree used without installing jaxhspace
+    from configs._common import editing_job
 
 
 def get_config():
-    c = ml_collections.ConfigDict()
-    c.task = "invert_reconstruct"
-    c.precision = "highest"     # float32 matmuls on TPU/GPU; "high"/"default" faster, less accurate
-    c.model_path = ""
-    c.seed = 0
-    c.data_seed = 12345        # SynthFaces test faces (training uses other seeds)
-    c.num_images = 8
-    c.image_paths = ()         # or your own image files (centre-cropped and resized)
+    c = editing_job("invert_reconstruct", num_images=8, upscale=4)
     c.n_steps_list = (10, 20, 50, 100)
     c.spacing = "asyrp"
-    c.upscale = 4
     return c

@@ -6,24 +6,20 @@ Official: 500 DDPM samples, 10 steps, 25 components, ±5 std at every step, symm
 h's come from DDIM inversions of real SynthFaces (whose factors we know, so the supervised direction
 needs no classifier).
 """
-import ml_collections
+try:
+    from jaxhspace.configs._common import editing_job
+except ImportError:  # a source tree used without installing jaxhspace
+    from configs._common import editing_job
 
 
 def get_config():
-    c = ml_collections.ConfigDict()
-    c.task = "pca"
-    c.precision = "highest"     # float32 matmuls on TPU/GPU; "high"/"default" faster, less accurate
-    c.model_path = ""
-    c.seed = 0
-    c.data_seed = 12345
+    c = editing_job("pca")
     c.pca_source = "synthfaces"  # where the h's come from: "synthfaces" | "samples" (the model's own) | "images"
     c.pca_data_seed = 777      # SynthFaces seed (or the x_T / noise seed of "samples")
     c.num_pca_samples = 128
     c.pca_eta = 1.0            # with "samples": DDIM η of the generations (Haas: η = 1, DDPM)
     c.pca_batch_size = 16      # inversions / generations per batch
     c.pca_image_paths = ()     # with pca_source="images": faces to invert instead
-    c.num_images = 4
-    c.image_paths = ()
     c.n_steps = 20
     c.k = 8
     c.n_dirs = 3
@@ -34,5 +30,4 @@ def get_config():
     c.t_edit = 0               # every step (Haas); set e.g. 500 for Asyrp-style editing
     c.t_boost = 0
     c.symmetric = True
-    c.upscale = 3
     return c

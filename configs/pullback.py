@@ -6,18 +6,14 @@ Defaults follow the official CelebA-HQ script where they carry over (γ = 0.1-st
 steps, boosting below t = 200); the direction length λ is larger because x here has 32·32·3 = 3,072
 dims instead of 196,608, so a unit v is ~8x larger per pixel here than at 256x256.
 """
-import ml_collections
+try:
+    from jaxhspace.configs._common import editing_job
+except ImportError:  # a source tree used without installing jaxhspace
+    from configs._common import editing_job
 
 
 def get_config():
-    c = ml_collections.ConfigDict()
-    c.task = "pullback"
-    c.precision = "highest"     # float32 matmuls on TPU/GPU; "high"/"default" faster, less accurate
-    c.model_path = ""
-    c.seed = 0
-    c.data_seed = 12345
-    c.num_images = 4
-    c.image_paths = ()
+    c = editing_job("pullback")
     c.n_steps = 50             # Asyrp grid for inversion / sampling
     c.edit_t = 600             # official edit_t in {1.0, 0.8, 0.6} x T
     c.t_boost = 200            # eta = 1 below this (official performance_boosting_t = 0.2)
@@ -31,5 +27,4 @@ def get_config():
     c.gamma = 0.5
     c.lam = 10.0
     c.n_edit_steps = 16
-    c.upscale = 3
     return c

@@ -37,14 +37,10 @@ def settings_from_config(config) -> AsyrpTrainSettings:
 
 def training_images(image_paths, data_seed: int, n_train_img: int, size: int) -> np.ndarray:
     """``[N, size, size, 3]`` in [-1, 1]: the images at ``image_paths`` if any, else ``n_train_img`` SynthFaces
-    (seed ``data_seed``)."""
-    if image_paths:
-        from jaxhspace.data.images import load_images
+    (seed ``data_seed``): :func:`jaxhspace.tasks.inputs.load_faces` with the training set's count."""
+    from jaxhspace.tasks.inputs import load_faces
 
-        return load_images(list(image_paths), size)
-    from jaxhspace.data import synthfaces
-
-    return synthfaces.generate(int(data_seed), int(n_train_img), size=size)[0]
+    return load_faces({"image_paths": tuple(image_paths), "data_seed": data_seed, "num_images": n_train_img}, size)
 
 
 def load_models(model_path: str, clip_path: str, seed: int = 0) -> tuple[AsyrpModels, dict]:
@@ -87,9 +83,9 @@ def train_asyrp(config, workdir: str, models: Optional[tuple] = None) -> dict:
         models, sources = load_models(config.model_path, config.clip_path, settings.seed)
     else:
         models, sources = AsyrpModels(*models), {"model": "given", "clip": "given"}
-    size = models.unet.config.sample_size
-    size = int(size if isinstance(size, int) else size[0])
-    images = training_images(config.image_paths, config.data_seed, config.n_train_img, size)
+    from jaxhspace.tasks.inputs import image_size
+
+    images = training_images(config.image_paths, config.data_seed, config.n_train_img, image_size(models.unet))
     metrics = trainer.train_asyrp(settings, workdir, models, images, sources)
     metrics["wall_s_this_run"] = time.time() - t_start  # loading included
     write_metrics(workdir, metrics)

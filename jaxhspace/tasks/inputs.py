@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 import jax
 import jax.numpy as jnp
@@ -148,13 +148,13 @@ def image_size(model) -> int:
     return s if isinstance(s, int) else s[0]
 
 
-def load_faces(config, size: int) -> np.ndarray:
+def load_faces(config: Mapping, size: int) -> np.ndarray:
     """The faces every job reads: ``config.image_paths`` (files or folders; centre-cropped and resized to ``size``)
     if given, else ``config.num_images`` SynthFaces test faces of seed ``config.data_seed``. [N, size, size, 3] in
-    [-1, 1]."""
+    [-1, 1]. ``config`` is a ConfigDict or any mapping with those fields."""
     if config.get("image_paths"):
-        return load_images(list(config.image_paths), int(size))
-    return synthfaces.generate(int(config.data_seed), int(config.num_images), size=int(size))[0]
+        return load_images(list(config["image_paths"]), int(size))
+    return synthfaces.generate(int(config["data_seed"]), int(config["num_images"]), size=int(size))[0]
 
 
 def test_images(config, model) -> np.ndarray:
