@@ -1,7 +1,8 @@
-"""Pullback editing with a fixed direction (official) vs re-projecting it onto the local tangent space
+r"""Pullback editing with a fixed direction (official) vs re-projecting it onto the local tangent space
 before every step (the seeds' steps 5-6), on the shipped SynthFaces DDPM, scored by the probe.
 
-    python -m benchmarks.pullback_reprojection --num-images 4 --dirs 0 1 --out benchmarks/results/pullback_reprojection.json
+    python -m benchmarks.pullback_reprojection --num-images 4 --dirs 0 1 \
+        --out benchmarks/results/pullback_reprojection.json
 
 For each test face and top direction v_i of J = ∂h/∂x at edit_t: (a) N steps x ← x + γ[ε(x+λv) − ε(x)]
 with v fixed; (b) the same steps with v re-projected onto span(top-k right singular vectors at the current

@@ -165,7 +165,9 @@ def local_encoder_pullback_xt(
             n_jvp += vi.shape[0]
         u = torch.cat(u, dim=0).to(x.device, x.dtype)
 
-        g = lambda x_: torch.einsum("bcwh,icwh->b", u, get_h(unet, x_, t))  # noqa: E731  L225-229
+        def g(x_):  # L225-229
+            return torch.einsum("bcwh,icwh->b", u, get_h(unet, x_, t))
+
         v_ = torch.autograd.functional.jacobian(g, x)  # L230: 1 forward + k backward passes
         n_fwd += 1
         n_vjp += u.shape[0]

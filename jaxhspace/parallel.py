@@ -235,8 +235,9 @@ def data_parallel_step(step_fn: Callable, mesh: Mesh, batch_argnums: Sequence[in
                   for i, a in enumerate(args)]
         return step_fn(*placed)
 
-    wrapped.__wrapped__ = step_fn
-    wrapped.mesh = mesh
+    # attributes on a function object, which mypy does not model
+    wrapped.__wrapped__ = step_fn  # type: ignore[attr-defined]
+    wrapped.mesh = mesh  # type: ignore[attr-defined]
     return wrapped
 
 

@@ -51,7 +51,8 @@ def set_matmul_precision(config_or_name: Any = None) -> str:
     the job runs; every job's metrics.json records it (``tasks.common.write_metrics``).
 
     Returns:
-      the name that was set. Raises JaxhspaceError (a ValueError) on an unknown name (listing :data:`MATMUL_PRECISIONS`).
+      the name that was set. Raises JaxhspaceError (a ValueError) on an unknown name (listing
+      :data:`MATMUL_PRECISIONS`).
     """
     if config_or_name is None or isinstance(config_or_name, str):
         name = config_or_name or "highest"
@@ -68,7 +69,8 @@ def set_matmul_precision(config_or_name: Any = None) -> str:
 
 def current_matmul_precision() -> str:
     """The matmul precision in effect (``jax_default_matmul_precision``; ``"default"`` if unset)."""
-    return jax.config.jax_default_matmul_precision or "default"
+    # jax's Config defines its options as dynamic attributes, which its type hints do not declare
+    return jax.config.jax_default_matmul_precision or "default"  # type: ignore[attr-defined]
 
 
 def with_compute_dtype(model, dtype=jnp.bfloat16):

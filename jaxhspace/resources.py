@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.resources
 import os
+from typing import Any
 
 _SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -84,7 +85,9 @@ def define_config_flag(name: str = "config", help_string: str | None = None, fla
     holder = config_flags.DEFINE_config_file(name, None, help_string, flag_values=flag_values, lock_config=True,
                                              sys_argv=sys_argv)
 
-    class ConfigNameParser(type(flag_values[name].parser)):  # ml_collections' ConfigFileFlagParser
+    parser_cls: Any = type(flag_values[name].parser)  # ml_collections' ConfigFileFlagParser
+
+    class ConfigNameParser(parser_cls):
         def parse(self, path):
             return super().parse(resolve_config(path))
 

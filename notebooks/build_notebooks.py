@@ -20,7 +20,9 @@ def setup_cell(pip_spec: str, before_jax: str = "") -> str:
     """First code cell: install jaxhspace (a regular install, by name or wheel path) unless it is importable, then
     print its version and JAX's backend. ``before_jax``: code that must run before jax is imported."""
     return r'''
-import os, subprocess, sys
+import os
+import subprocess
+import sys
 
 # A regular install: the wheel carries the shipped models and configs, no checkout is needed. JAXHSPACE_PIP is what
 # pip installs: a name (PEP 508, e.g. "jaxhspace[tpu]") or the path of a wheel you uploaded, e.g.
@@ -234,8 +236,11 @@ else:
 
 def timed(f, *a, **kw):
     """(result, seconds of the first call incl. compile, seconds of a second call)."""
-    t0 = time.perf_counter(); out = jax.block_until_ready(f(*a, **kw)); t1 = time.perf_counter()
-    out = jax.block_until_ready(f(*a, **kw)); t2 = time.perf_counter()
+    t0 = time.perf_counter()
+    out = jax.block_until_ready(f(*a, **kw))
+    t1 = time.perf_counter()
+    out = jax.block_until_ready(f(*a, **kw))
+    t2 = time.perf_counter()
     return out, t1 - t0, t2 - t1
 '''),
     ("md", "## Sharded batch edit\nB = PER_DEVICE × n_devices images, edited at two scales in one SPMD program."),

@@ -211,7 +211,7 @@ def test_collect_delta_h_global_and_scaling(world):
 
 
 def test_bad_inputs_raise(world, tmp_path):
-    unet, params, x0 = world["unet"], world["params"], world["x0"]
+    unet, params = world["unet"], world["params"]
     x_lat = jnp.zeros((1, 16, 16, 3))
     with pytest.raises(ValueError, match=r"delta_h must be \[h, w, C\] = \[8, 8, 32\]"):
         ae.asyrp_edit(unet, params, SCHED, x_lat=x_lat, delta=ae.ConstantDelta(jnp.zeros((4, 4, 32))), n_test=N)
@@ -276,7 +276,8 @@ def test_t_select_curves_and_metrics(world, tmp_path):
 
     def torch_lpips(a, b):
         F = torch.nn.functional
-        sh, sc = torch.tensor([-.030, -.088, -.188])[None, :, None, None], torch.tensor([.458, .448, .450])[None, :, None, None]
+        sh = torch.tensor([-.030, -.088, -.188])[None, :, None, None]
+        sc = torch.tensor([.458, .448, .450])[None, :, None, None]
         fa, fb = [(torch.from_numpy(v.transpose(0, 3, 1, 2).copy()) - sh) / sc for v in (a, b)]
         tot = 0
         for j, (idx, (o, i, k)) in enumerate(zip((0, 3, 6, 8, 10), shapes)):

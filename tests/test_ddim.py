@@ -360,7 +360,9 @@ def test_inside_user_jit():
 
     @jax.jit
     def run(w, x):
-        f = lambda x, t: jnp.tanh(w * x + 0.3 * (t.astype(jnp.float32) / 1000.0)[:, None, None, None])
+        def f(x, t):
+            return jnp.tanh(w * x + 0.3 * (t.astype(jnp.float32) / 1000.0)[:, None, None, None])
+
         lat = ddim_invert(f, x, asyrp_timesteps(4), s)
         return ddim_sample(f, lat, asyrp_timesteps(4)[::-1], s)
 

@@ -196,8 +196,9 @@ def test_afhq_dog_pullback_config_runs_on_a_guided_pt(files, tmp_path, monkeypat
     arch = dict(image_size=16, num_channels=32, num_res_blocks=1, channel_mult="1,2", attention_resolutions="8",
                 num_head_channels=16, learn_sigma=True, use_scale_shift_norm=True, resblock_updown=True)
     full = dict(guided_diffusion.PRESETS["afhq_dog"], **arch)
-    monkeypatch.setattr(guided_diffusion, "PRESETS", {"afhq_dog": dict(full), "ffhq": dict(full),
-                                                      "imagenet256_uncond": guided_diffusion.PRESETS["imagenet256_uncond"]})
+    monkeypatch.setattr(guided_diffusion, "PRESETS", {
+        "afhq_dog": dict(full), "ffhq": dict(full),
+        "imagenet256_uncond": guided_diffusion.PRESETS["imagenet256_uncond"]})
     torch.manual_seed(0)
     ref = gd.create_model(**arch)
     src = str(tmp_path / "ffhq_10m.pt")

@@ -28,7 +28,8 @@ def numpy_params(model, size: int, seed: int = 0):
     import jax.numpy as jnp
     import numpy as np
 
-    shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, size, size, model.config.in_channels)),
+    shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),
+                                               jnp.zeros((1, size, size, model.config.in_channels)),
                                                jnp.zeros((1,), jnp.int32))["params"])
     rng = np.random.default_rng(seed)
 

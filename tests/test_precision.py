@@ -2,7 +2,6 @@
 DDIM sample and Jacobian products; remat (jax.checkpoint) gives the same loss and gradients as no remat."""
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 
 from jaxhspace.diffusion.ddim import ddim_sample

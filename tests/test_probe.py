@@ -88,7 +88,8 @@ def test_frechet_distance_closed_form():
         z = z @ np.linalg.inv(np.linalg.cholesky(np.cov(z, rowvar=False))).T
         return z * std + mean
 
-    m1, s1, m2, s2 = np.array([0.0, 1.0, -2.0]), np.array([1.0, 2.0, 0.5]), np.array([1.0, 0.0, 0.0]), np.array([3.0, 1.0, 0.5])
+    m1, s1 = np.array([0.0, 1.0, -2.0]), np.array([1.0, 2.0, 0.5])
+    m2, s2 = np.array([1.0, 0.0, 0.0]), np.array([3.0, 1.0, 0.5])
     a, b = exact(500, m1, s1), exact(700, m2, s2)
     expected = np.sum((m1 - m2) ** 2) + np.sum((s1 - s2) ** 2)  # diagonal Gaussians
     assert pr.frechet_distance(a, b) == pytest.approx(expected, rel=1e-6)

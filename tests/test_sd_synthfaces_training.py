@@ -3,7 +3,6 @@ with our outputs, and the loss pieces against closed forms / torch."""
 import json
 import os
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

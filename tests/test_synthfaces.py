@@ -76,7 +76,8 @@ def test_captions_reflect_factors():
     assert caps[1] == "a frowning face with blonde hair on a teal background"
     assert caps[2].startswith("a neutral face with black hair and small eyes")
     assert "glasses" not in caps[1] and "background" not in sf.caption({k: v[0] for k, v in f.items()}, False)
-    assert sf.smile_word(sf.SMILE_THRESHOLD + 1e-3) == "smiling" and sf.smile_word(-sf.SMILE_THRESHOLD - 1e-3) == "frowning"
+    assert sf.smile_word(sf.SMILE_THRESHOLD + 1e-3) == "smiling"
+    assert sf.smile_word(-sf.SMILE_THRESHOLD - 1e-3) == "frowning"
 
 
 def test_dataset_batches_seeded_and_infinite():

@@ -82,7 +82,8 @@ def test_pipeline_folder_with_unet_subfolder(src, loaded, tmp_path):
 
 def test_missing_key_is_reported(src, tmp_path):
     gone = "mid_block.attentions.0.to_k.bias"
-    folder = _copy_with_state_dict(src[0], str(tmp_path / "missing"), lambda sd: {k: v for k, v in sd.items() if k != gone})
+    folder = _copy_with_state_dict(src[0], str(tmp_path / "missing"),
+                                   lambda sd: {k: v for k, v in sd.items() if k != gone})
     with pytest.raises(ValueError, match=r"missing keys \(1\): " + gone.replace(".", r"\.")):
         load_unet(folder)
 
@@ -95,7 +96,8 @@ def test_unexpected_and_misshaped_keys_are_reported(src, tmp_path):
         return sd
 
     folder = _copy_with_state_dict(src[0], str(tmp_path / "bad"), edit)
-    with pytest.raises(ValueError, match=r"(?s)unexpected keys \(1\): extra\.weight.*shape mismatches \(1\): conv_in\.bias"):
+    with pytest.raises(ValueError,
+                       match=r"(?s)unexpected keys \(1\): extra\.weight.*shape mismatches \(1\): conv_in\.bias"):
         load_unet(folder)
 
 

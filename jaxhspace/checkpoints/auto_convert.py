@@ -139,6 +139,8 @@ def _file_shapes_for(fmt: str, shapes: Mapping[str, tuple]) -> dict:
 def matching_presets(fmt: str, shapes: Mapping[str, tuple]) -> list[str]:
     """Presets of ``fmt`` whose parameter names and shapes equal the file's (``shapes`` from :func:`read_shapes`),
     in the presets' order. Presets with the same create-model keywords are compared once."""
+    build: Callable[[str], Any]  # preset name -> HoArch / GuidedUNetConfig
+    expected: Callable[[Any], dict[str, tuple]]
     if fmt == "ddpm_ckpt":
         from jaxhspace.checkpoints.ddpm_ckpt import PRESETS, preset_arch
 
@@ -153,7 +155,7 @@ def matching_presets(fmt: str, shapes: Mapping[str, tuple]) -> list[str]:
     for name, spec in PRESETS.items():
         key = json.dumps({k: v for k, v in spec.items() if not k.startswith("_")}, sort_keys=True, default=list)
         if key not in seen:
-            arch = build(name)
+            arch: Any = build(name)  # HoArch (ddpm_ckpt) or GuidedUNetConfig
             # the first conv's width first: it rules out most presets without building their parameter shapes
             if fmt == "ddpm_ckpt":
                 width, first = arch.ch, file_shapes.get("conv_in.weight", (None,))[0]
@@ -229,13 +231,17 @@ def _convert(fmt: str, src: str, dst: str, preset: Optional[str], arch: Optional
     if fmt == "ddpm_ckpt":
         from jaxhspace.checkpoints.ddpm_ckpt import HoArch, convert_ddpm_ckpt, preset_arch
 
-        return convert_ddpm_ckpt(src, dst, preset_arch(preset) if preset else HoArch.from_dict(arch))
+        if preset:
+            return convert_ddpm_ckpt(src, dst, preset_arch(preset))
+        assert arch is not None  # resolve_model_path passes a preset or an ARCH.json dict
+        return convert_ddpm_ckpt(src, dst, HoArch.from_dict(arch))
     from jaxhspace.checkpoints.guided_diffusion import convert_guided_diffusion
 
     return convert_guided_diffusion(src, dst, preset=preset, arch=None if preset else arch)
 
 
-def resolve_model_path(config, workdir: str, log: Callable[[str], None] = None) -> tuple[str, Optional[dict]]:
+def resolve_model_path(config, workdir: str, log: Optional[Callable[[str], None]] = None
+                       ) -> tuple[str, Optional[dict]]:
     """``config.model_path`` as a folder a job can load: itself, or the converted folder of an official file.
 
     Args:
@@ -312,7 +318,7 @@ def resolve_model_path(config, workdir: str, log: Callable[[str], None] = None) 
     staging = tempfile.mkdtemp(prefix=f".{name}.staging-", dir=root)
     try:
         fresh = os.path.join(staging, "model")
-        log(f"converting {path} ({fmt}, {'preset ' + preset if preset else 'ARCH.json ' + arch_json}) -> {dst}")
+        log(f"converting {path} ({fmt}, {'preset ' + preset if preset else 'ARCH.json ' + str(arch_json)}) -> {dst}")
         summary = _convert(fmt, path, fresh, preset, arch)
         with open(os.path.join(fresh, MARKER), "w") as f:
             json.dump(record, f, indent=2, sort_keys=True)

@@ -27,7 +27,7 @@ import os
 import re
 import shutil
 import tempfile
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Iterable, Mapping, Optional
 
 import numpy as np
 from flax import traverse_util
@@ -155,7 +155,7 @@ def flax_path_to_torch_key(path: tuple[str, ...], list_names: Iterable[str]) -> 
     """Map a Flax param path such as ``('down_blocks_0', 'resnets_1', 'conv1', 'kernel')`` to the
     PyTorch key ``down_blocks.0.resnets.1.conv1.weight``."""
     pattern = re.compile(r"^(%s)_(\d+)$" % "|".join(sorted(list_names, key=len, reverse=True)))
-    parts = []
+    parts: list[str] = []
     for p in path[:-1]:
         m = pattern.match(p)
         parts.extend([m.group(1), m.group(2)] if m else [p])
@@ -214,7 +214,8 @@ def state_dict_to_params(
         used.add(key)
         arr = torch_to_flax_array(path[-1], np.asarray(state_dict[key]))
         if tuple(arr.shape) != tuple(ref.shape):
-            mismatched.append(f"{key}: checkpoint {tuple(state_dict[key].shape)} vs model {tuple(ref.shape)} (flax layout)")
+            mismatched.append(f"{key}: checkpoint {tuple(state_dict[key].shape)} vs model {tuple(ref.shape)} "
+                              "(flax layout)")
             continue
         if np.issubdtype(np.dtype(ref.dtype), np.floating):
             problem = weight_problem(arr)
@@ -290,7 +291,8 @@ def no_space_error(exc: BaseException, dst: str):
     that nothing was written at ``dst`` (callers remove their temporaries first)."""
     from jaxhspace.errors import JaxhspaceError
 
-    seen, e = set(), exc
+    seen: set[int] = set()
+    e: Optional[BaseException] = exc
     while e is not None and id(e) not in seen:
         if isinstance(e, JaxhspaceError):
             return None

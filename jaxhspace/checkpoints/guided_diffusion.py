@@ -211,7 +211,11 @@ def convert_guided_diffusion(src: str, dst: str, preset: Optional[str] = None, a
         raise ValueError("give exactly one of preset (one of %s) or arch (an ARCH.json dict)" % sorted(PRESETS))
     if os.path.exists(dst) and not overwrite:
         raise ValueError(f"{dst} already exists; choose a new destination or pass overwrite=True")
-    config = preset_config(preset) if preset is not None else GuidedUNetConfig.from_dict(dict(arch))
+    if preset is not None:
+        config = preset_config(preset)
+    else:
+        assert arch is not None  # exactly one of preset / arch (checked above)
+        config = GuidedUNetConfig.from_dict(dict(arch))
     model = GuidedUNetModel(config)
     state_dict = read_state_dict(src)  # before any long work: a truncated file fails here
     params = state_dict_to_guided_params(model, state_dict)

@@ -46,7 +46,8 @@ def _model_folder(path: str) -> str:
     path = os.fspath(path)
     if not os.path.isdir(path):
         raise ValueError(f"{path} is not a folder: pass a diffusers UNet2DModel folder or a converted folder.")
-    if not os.path.isfile(os.path.join(path, "config.json")) and os.path.isfile(os.path.join(path, "unet", "config.json")):
+    if (not os.path.isfile(os.path.join(path, "config.json"))
+            and os.path.isfile(os.path.join(path, "unet", "config.json"))):
         return os.path.join(path, "unet")
     return path
 

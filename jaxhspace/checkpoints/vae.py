@@ -20,7 +20,9 @@ from jaxhspace.checkpoints.unet import WEIGHT_FILES, rename_legacy_attention_key
 from jaxhspace.models.vae import AutoencoderKL, AutoencoderKLConfig, VQModel, VQModelConfig, vae_param_shapes
 
 LIST_NAMES = ("down_blocks", "up_blocks", "resnets", "attentions", "downsamplers", "upsamplers", "to_out")
-VAE_CLASSES = {"AutoencoderKL": (AutoencoderKL, AutoencoderKLConfig), "VQModel": (VQModel, VQModelConfig)}
+# name -> (Flax module, its config dataclass with a ``from_dict`` classmethod)
+VAE_CLASSES: dict[str, tuple[type, Any]] = {"AutoencoderKL": (AutoencoderKL, AutoencoderKLConfig),
+                                            "VQModel": (VQModel, VQModelConfig)}
 
 
 def vae_from_config(cfg: dict, dtype: Any = jnp.float32):

@@ -129,7 +129,8 @@ def load_images(paths, size: int) -> np.ndarray:
         im, full = _open_image(p)
         w, h = im.size
         s = min(w, h)
-        im = im.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)).resize((size, size), Image.BICUBIC)
+        im = im.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
+        im = im.resize((size, size), Image.Resampling.BICUBIC)
         a = np.asarray(im, dtype=np.float32)
         if a.ndim == 2:  # 16-bit grey: bicubic may overshoot the range, as the 8-bit path clips it
             a = np.repeat(np.clip(a, 0.0, full)[..., None], 3, axis=-1)

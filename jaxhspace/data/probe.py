@@ -85,13 +85,13 @@ def _loss(heads, batch):
     for name, f in FACTORS.items():
         y, out = batch[name], heads[name]
         if f.kind == "continuous":
-            l = jnp.mean((out - _to_unit(name, y)) ** 2) * 4.0  # ~ weight of a 0.25-range error = 1
+            loss = jnp.mean((out - _to_unit(name, y)) ** 2) * 4.0  # ~ weight of a 0.25-range error = 1
         elif f.kind == "binary":
-            l = jnp.mean(optax.sigmoid_binary_cross_entropy(out, y.astype(jnp.float32)))
+            loss = jnp.mean(optax.sigmoid_binary_cross_entropy(out, y.astype(jnp.float32)))
         else:
-            l = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(out, y))
-        parts[name] = l
-        total = total + l
+            loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(out, y))
+        parts[name] = loss
+        total = total + loss
     return total, parts
 
 

@@ -23,7 +23,7 @@ Continuous factors are float32 [N], categorical and binary factors int32 [N] (cl
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -325,7 +325,7 @@ class SynthFacesDataset:
         if i < 0:
             raise IndexError("batch index must be >= 0")
         images, factors = generate((self.base_seed, int(i)), self.batch_size, self.size)
-        batch = {"images": images, **factors}
+        batch: dict[str, Any] = {"images": images, **factors}
         if self.with_captions:
             batch["captions"] = captions(factors)
         return batch
@@ -351,4 +351,4 @@ def _preview(path: str = "/tmp/synthfaces_preview.png", seed: int = 0, size: int
 if __name__ == "__main__":
     import sys
 
-    print(_preview(*(sys.argv[1:2] or [])))
+    print(_preview(sys.argv[1]) if len(sys.argv) > 1 else _preview())

@@ -261,8 +261,7 @@ def ddim_timesteps(
         ts = (np.arange(0, n) * ratio).round()[::-1].copy().astype(np.int64)
         ts += int(steps_offset)
     elif spacing == "trailing":
-        ratio = T / n
-        ts = np.round(np.arange(T, 0, -ratio)).astype(np.int64)
+        ts = np.round(np.arange(T, 0, -T / n)).astype(np.int64)
         ts -= 1
     else:
         raise ValueError(f"unknown timestep spacing {spacing!r}; expected one of {SPACINGS}")

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from functools import partial
-from typing import Callable, NamedTuple, Optional
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -57,13 +57,13 @@ class VESchedule(NamedTuple):
 
 def _linspace32(start: float, end: float, n: int) -> np.ndarray:
     """float32 linspace in torch's formula (start + i·step for the first half, end − (n−1−i)·step after)."""
-    start, end = np.float32(start), np.float32(end)
+    start32, end32 = np.float32(start), np.float32(end)
     if n == 1:
-        return np.array([start], np.float32)
-    step = np.float32((end - start) / np.float32(n - 1))
+        return np.array([start32], np.float32)
+    step = np.float32((end32 - start32) / np.float32(n - 1))
     i = np.arange(n)
-    first = start + step * i.astype(np.float32)
-    second = end - step * (n - 1 - i).astype(np.float32)
+    first = start32 + step * i.astype(np.float32)
+    second = end32 - step * (n - 1 - i).astype(np.float32)
     return np.where(i < n // 2, first, second).astype(np.float32)
 
 

@@ -198,6 +198,7 @@ def core_ranking(res: TuckerResult, k: Optional[int] = None, by: str = "in") -> 
     for flat in order:
         idx = tuple(int(i) for i in np.unravel_index(flat, e.shape))
         en = float(e.ravel()[flat])
+        row: dict[str, float | tuple[int, ...]]
         row = {"energy": en, "gain": float(np.sqrt(en)), "fraction_core": en / max(total, 1e-300),
                "fraction_jacobian": en / max(res.frobenius_sq, 1e-300)}
         if by == "in":

@@ -83,5 +83,6 @@ def mean_difference(h_pos, h_neg) -> np.ndarray:
     """
     h_pos, h_neg = np.asarray(h_pos, np.float64), np.asarray(h_neg, np.float64)
     if h_pos.shape[1:] != h_neg.shape[1:] or h_pos.shape[0] < 1 or h_neg.shape[0] < 1:
-        raise ValueError(f"mean_difference needs non-empty [N, ...] arrays of one shape, got {h_pos.shape}, {h_neg.shape}")
+        raise ValueError(f"mean_difference needs non-empty [N, ...] arrays of one shape, "
+                         f"got {h_pos.shape}, {h_neg.shape}")
     return (h_pos.mean(0) - h_neg.mean(0)).astype(np.float32)

@@ -438,12 +438,14 @@ def jacobian_hosvd(
     out_f, out_sv, out_en = [], [], []
     for A, r in zip(_unfoldings(out_samples, omodes, op.out_shape), oranks):
         U, sv = _leading(A, r)
-        out_f.append(U); out_sv.append(sv)
+        out_f.append(U)
+        out_sv.append(sv)
         out_en.append(float(np.sum(sv[:r] ** 2) / max(np.sum(sv**2), 1e-300)))
     in_f, in_sv, in_en = [], [], []
     for A, r in zip(_unfoldings(in_samples, imodes, op.in_shape), iranks):
         V, sv = _leading(A, r)
-        in_f.append(V); in_sv.append(sv)
+        in_f.append(V)
+        in_sv.append(sv)
         in_en.append(float(np.sum(sv[:r] ** 2) / max(np.sum(sv**2), 1e-300)))
 
     # -- 5. core (cheaper side) and optional HOOI ----------------------------------------------
@@ -527,7 +529,8 @@ def dense_hosvd_reference(f, x, *, out_modes="axes", in_modes="axes",
     facs, svs = [], []
     for n in range(T.ndim):
         U, sv, _ = np.linalg.svd(mode_unfold(T, n), full_matrices=False)
-        facs.append(U); svs.append(sv)
+        facs.append(U)
+        svs.append(sv)
     q = len(omodes)
     return dict(tensor=T, out_factors=facs[:q], in_factors=facs[q:], out_singular_values=svs[:q],
                 in_singular_values=svs[q:], frobenius_sq=float(np.sum(J**2)),

@@ -330,8 +330,7 @@ def lanczos_svd_core(matmat: Callable, rmatmat: Callable, n: int, m: int, k: int
         raise ValueError(f"tol must be > 0, got {tol}")
     check_every = max(1, int(check_every))
     zero_tol = 1000 * float(jnp.finfo(jnp.float32).eps) if zero_tol is None else float(zero_tol)
-    max_steps = jnp.asarray(np.iinfo(np.int32).max if max_steps is None else max_steps, jnp.int32)
-    sdt = _small_dtype()
+    step_budget = jnp.asarray(np.iinfo(np.int32).max if max_steps is None else max_steps, jnp.int32)
     k0, key = jax.random.split(key)
     G = jax.random.normal(k0, (b, n), dtype) if v0 is None else jnp.asarray(v0, dtype).reshape(b, n)
     zero = jnp.zeros((), dtype)
@@ -372,12 +371,12 @@ def lanczos_svd_core(matmat: Callable, rmatmat: Callable, n: int, m: int, k: int
 
     def outer(st: _State) -> _State:
         target = jnp.minimum(jnp.maximum(st.nv + check_every * b, k_min), p)
-        target = jnp.minimum(target, st.nv + b * jnp.clip(max_steps - st.steps, 0, p))  # clip: no int32 overflow
+        target = jnp.minimum(target, st.nv + b * jnp.clip(step_budget - st.steps, 0, p))  # clip: no int32 overflow
         st = jax.lax.while_loop(lambda s_: (s_.nv < target) & ~s_.nan, step, st)
         s, Xk, Yk, res, ok = _ritz(st, r, p, b)
         conv = converged_mask(s, res, ok)
         full = st.nv >= p
-        out_of_budget = (st.steps >= max_steps) | (full & (st.restarts >= max_restarts))
+        out_of_budget = (st.steps >= step_budget) | (full & (st.restarts >= max_restarts))
         done = jnp.all(conv) | out_of_budget | st.nan
         st = st._replace(done=done)
         return jax.lax.cond(full & ~done, lambda a: restart(a, s, Xk, Yk), lambda a: a, st)

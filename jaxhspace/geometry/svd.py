@@ -395,8 +395,10 @@ def randomized_block_krylov(
         raise RuntimeError("block Krylov ended before its basis reached k vectors")
     w, x, s, res, p, pp = out
     # Zero-pad the coefficients to the buffer sizes (fixed shapes, no recompilation).
-    wpad = np.zeros((k, Qb.buf.shape[0])); wpad[:, :p] = w
-    xpad = np.zeros((k, Pb.buf.shape[0])); xpad[:, :pp] = x
+    wpad = np.zeros((k, Qb.buf.shape[0]))
+    wpad[:, :p] = w
+    xpad = np.zeros((k, Pb.buf.shape[0]))
+    xpad[:, :pp] = x
     v = _mm(jnp.asarray(wpad, dt), Qb.buf)  # v_i = Q^T w_i
     u = _mm(jnp.asarray(xpad, dt), Pb.buf)  # u_i = (B^T w_i) / s_i = P^T x_i
     u, v = _fix_signs(u, v)

@@ -128,7 +128,8 @@ def clip_preprocess(x: jax.Array, image_size: int, method: str = "torch", antial
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise ValueError(f"images must be floating point in [-1, 1], got dtype {x.dtype}.")
     x = (x + 1.0) / 2.0
-    x = bicubic_resize(x, resize_shorter_side(x.shape[1:3], image_size), method=method, antialias=antialias)
+    x = bicubic_resize(x, resize_shorter_side((x.shape[1], x.shape[2]), image_size), method=method,
+                       antialias=antialias)
     x = center_crop(x, image_size)
     mean = jnp.asarray(CLIP_MEAN, x.dtype)
     std = jnp.asarray(CLIP_STD, x.dtype)

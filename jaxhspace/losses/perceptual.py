@@ -170,7 +170,8 @@ def lpips_metric(path: str) -> Metric:
 
 
 def get_metric(name: str = "msl2", path: str = "") -> Metric:
-    """``"msl2"`` | ``"probe"`` (``path``: probe folder, "" = shipped) | ``"lpips"`` (``path``: LPIPS folder, required)."""
+    """``"msl2"`` | ``"probe"`` (``path``: probe folder, "" = shipped) | ``"lpips"`` (``path``: LPIPS folder,
+    required)."""
     if name == "msl2":
         return Metric("msl2", multiscale_l2, lpips_calibrated=False)
     if name == "probe":

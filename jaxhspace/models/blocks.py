@@ -218,7 +218,7 @@ class DownBlock2D(nn.Module):
             self.downsamplers = [Downsample2D(self.out_channels, self.downsample_padding, dtype=self.dtype)]
 
     def __call__(self, x: Array, temb: Array) -> tuple[Array, tuple[Array, ...]]:
-        skips = ()
+        skips: tuple[Array, ...] = ()
         for i, resnet in enumerate(self.resnets):
             x = resnet(x, temb)
             if self.add_attention:

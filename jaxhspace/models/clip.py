@@ -4,7 +4,7 @@ Submodule names mirror the transformers state-dict keys, so converting a checkpo
 layout transpose (see :mod:`jaxhspace.checkpoints.common`)::
 
     text_model.embeddings.token_embedding.weight          -> text_model/embeddings/token_embedding/embedding
-    text_model.encoder.layers.3.self_attn.q_proj.weight   -> text_model/encoder/layers_3/self_attn/q_proj/kernel (transposed)
+    text_model.encoder.layers.3.self_attn.q_proj.weight   -> text_model/encoder/layers_3/self_attn/q_proj/kernel (.T)
     vision_model.embeddings.patch_embedding.weight (OIHW) -> vision_model/embeddings/patch_embedding/kernel (HWIO)
     vision_model.pre_layrnorm.weight                      -> vision_model/pre_layrnorm/scale   (transformers' spelling)
     visual_projection.weight / text_projection.weight     -> .../kernel (transposed, no bias)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from typing import Any, Optional, Union
+from typing import Any, Optional, Union, cast
 
 import flax.linen as nn
 import jax
@@ -125,12 +125,12 @@ class GuidedUNetConfig:
         """Level multipliers as ``create_model`` resolves them (script_util.py:148-160)."""
         if self.channel_mult == "":
             return DEFAULT_CHANNEL_MULT[self.image_size]
-        return tuple(int(m) for m in self.channel_mult.split(","))
+        return tuple(int(m) for m in cast(str, self.channel_mult).split(","))  # a str after __post_init__
 
     @property
     def attention_ds(self) -> tuple[int, ...]:
         """Downsample rates with attention: ``image_size // res`` for each resolution (script_util.py:162-164)."""
-        return tuple(self.image_size // int(r) for r in self.attention_resolutions.split(","))
+        return tuple(self.image_size // int(r) for r in cast(str, self.attention_resolutions).split(","))
 
     @property
     def heads_upsample(self) -> int:
@@ -445,7 +445,8 @@ class GuidedUNetModel(nn.Module):
         emb = self.time_embed[2](nn.silu(self.time_embed[0](emb.astype(self.dtype))))
         if self.config.class_cond:
             emb = emb + self.label_emb(y)
-        h, skips = x.astype(self.dtype), ()
+        h = x.astype(self.dtype)
+        skips: tuple[Array, ...] = ()
         for layers in self.input_blocks:
             h = self._run(layers, h, emb)
             skips += (h,)

@@ -172,7 +172,7 @@ class SkipDownBlock2D(nn.Module):
             self.skip_conv = conv(out, 1, self.dtype)
 
     def __call__(self, x: Array, temb: Array, skip_sample: Array) -> tuple[Array, tuple[Array, ...], Array]:
-        skips = ()
+        skips: tuple[Array, ...] = ()
         for i, resnet in enumerate(self.resnets):
             x = resnet(x, temb)
             if self.add_attention:

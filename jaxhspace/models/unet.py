@@ -22,8 +22,8 @@ from jaxhspace.models.skip_blocks import (
 
 Array = jnp.ndarray
 
-DOWN_BLOCKS = {"DownBlock2D": DownBlock2D, "AttnDownBlock2D": AttnDownBlock2D}
-UP_BLOCKS = {"UpBlock2D": UpBlock2D, "AttnUpBlock2D": AttnUpBlock2D}
+DOWN_BLOCKS: dict[str, type[nn.Module]] = {"DownBlock2D": DownBlock2D, "AttnDownBlock2D": AttnDownBlock2D}
+UP_BLOCKS: dict[str, type[nn.Module]] = {"UpBlock2D": UpBlock2D, "AttnUpBlock2D": AttnUpBlock2D}
 # NCSN++ (google/ncsnpp-*): FIR resampling plus an image-space skip signal; see jaxhspace.models.skip_blocks.
 SKIP_DOWN_BLOCKS = {"SkipDownBlock2D": SkipDownBlock2D, "AttnSkipDownBlock2D": AttnSkipDownBlock2D}
 SKIP_UP_BLOCKS = {"SkipUpBlock2D": SkipUpBlock2D, "AttnSkipUpBlock2D": AttnSkipUpBlock2D}
@@ -140,8 +140,8 @@ class UNetConfig:
             if any(b not in skip for b in getattr(self, field)):
                 raise ValueError(
                     f"UNetConfig.{field}={list(getattr(self, field))!r} is not supported with skip blocks: "
-                    f"Skip*Block2D blocks carry an image-space skip signal through every block, so all down/up blocks must be "
-                    f"skip blocks ({tuple(skip)}), or none")
+                    f"Skip*Block2D blocks carry an image-space skip signal through every block, so all down/up blocks "
+                    f"must be skip blocks ({tuple(skip)}), or none")
         if self.in_channels != SKIP_CHANNELS or self.out_channels != SKIP_CHANNELS:
             raise ValueError(f"UNetConfig: skip blocks need in_channels = out_channels = {SKIP_CHANNELS} (diffusers "
                              f"hard-codes the skip convs' width), got {self.in_channels} / {self.out_channels}")
@@ -315,7 +315,7 @@ class UNet2DModel(nn.Module):
         temb = self.time_embedding(self.time_proj(t).astype(self.dtype))
         skip_sample = x  # NCSN++ image-space skip signal (after centering, as in diffusers)
         h = self.conv_in(x)
-        skips = (h,)
+        skips: tuple[Array, ...] = (h,)
         for block in self.down_blocks:
             if isinstance(block, SkipDownBlock2D):
                 h, res, skip_sample = block(h, temb, skip_sample)

@@ -257,7 +257,7 @@ class CrossAttnDownBlock2D(nn.Module):
             self.downsamplers = [Downsample2D(self.out_channels, self.downsample_padding, dtype=self.dtype)]
 
     def __call__(self, x: Array, temb: Array, context: Array) -> tuple[Array, tuple[Array, ...]]:
-        skips = ()
+        skips: tuple[Array, ...] = ()
         for resnet, attn in zip(self.resnets, self.attentions):
             x = attn(resnet(x, temb), context)
             skips += (x,)

@@ -1,1 +1,2 @@
-"""Training loops (DDPM on SynthFaces; the Asyrp editor lives in ``jaxhspace.editing``) and their resumable checkpoints."""
+"""Training loops (DDPM on SynthFaces; the Asyrp editor lives in ``jaxhspace.editing``) and their resumable
+checkpoints."""

@@ -80,7 +80,7 @@ def learn_bpe(word_counts: dict[str, int]) -> list[tuple[str, str]]:
     ending in ``</w>``, until every word is one symbol. ``word_counts``: byte-level pre-tokenised word -> count.
     (``tokenizers``' BpeTrainer breaks frequency ties in hash-map order, so its merges change run to run.)"""
     segs = {w: tuple(w[:-1]) + (w[-1] + "</w>",) for w in word_counts}
-    merges = []
+    merges: list[tuple[str, str]] = []
     while True:
         counts: dict[tuple[str, str], int] = {}
         for w, seg in segs.items():
@@ -155,8 +155,9 @@ def describe(attrs: np.ndarray, mention: np.ndarray) -> str:
     parts = []
     if mention[1]:
         parts.append(f"{sf.HAIR_COLORS[hair]} hair")
-    if mention[2] and EYE_WORDS[eyes]:
-        parts.append(EYE_WORDS[eyes])
+    eye_word = EYE_WORDS[eyes]
+    if mention[2] and eye_word:
+        parts.append(eye_word)
     if mention[3]:
         parts.append("glasses" if glasses else "no glasses")
     text = f"a {SMILE_WORDS[smile]} face" if mention[0] else "a face"
@@ -514,6 +515,7 @@ def train_clip(config, workdir: str) -> dict:
     try:
         with InterruptGuard() as guard:
             for step in bar:
+                assert nxt is not None  # submitted for every step of the range
                 batch = nxt.result()
                 if step + 1 < end:
                     nxt = pool.submit(make_batch, config, step + 1, tokenizer)

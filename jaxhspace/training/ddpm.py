@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any, cast
 
 import flax
 import jax
@@ -45,6 +46,9 @@ def lr_schedule(lr: float, warmup_steps: int, refine_from_step: int | None = Non
     warm = optax.linear_schedule(0.0, lr, max(1, warmup_steps))
     if refine_from_step is None:
         return warm
+    if total_steps is None or refine_final_lr is None:
+        raise ValueError(f"lr_schedule: refine_from_step={refine_from_step} needs total_steps and refine_final_lr, got "
+                         f"{total_steps} and {refine_final_lr}")
     n = max(1, int(total_steps) - int(refine_from_step))
     decay = optax.cosine_decay_schedule(lr, n, alpha=float(refine_final_lr) / lr)
     return optax.join_schedules([warm, optax.constant_schedule(lr), decay],
@@ -60,7 +64,7 @@ def make_optimizer(lr: float, warmup_steps: int, grad_clip: float, refine_from_s
     return optax.chain(optax.clip_by_global_norm(grad_clip), optax.adam(sched))
 
 
-def min_snr_weight(alphas_cumprod: jax.Array, gamma: float) -> jax.Array:
+def min_snr_weight(alphas_cumprod: jax.Array, gamma: float | jax.Array) -> jax.Array:
     """Min-SNR-γ loss weight for ε-prediction, min(SNR_t, γ)/SNR_t with SNR_t = ᾱ_t/(1−ᾱ_t)
     (Hang et al. 2023, "Efficient Diffusion Training via Min-SNR Weighting Strategy", ε-prediction form).
     It is 1 at low SNR (large t) and shrinks the easy high-SNR (small t) terms. ``alphas_cumprod``: [B]."""
@@ -83,7 +87,7 @@ def ddpm_loss(model: UNet2DModel, params, schedule: Schedule, x0: jax.Array, key
     eps = jax.random.normal(ke, x0.shape, x0.dtype)
     a = schedule.alphas_cumprod[t][:, None, None, None]
     x_t = jnp.sqrt(a) * x0 + jnp.sqrt(1.0 - a) * eps
-    pred = model.apply({"params": params}, x_t, t)
+    pred = cast(jax.Array, model.apply({"params": params}, x_t, t))
     per_sample = jnp.mean((pred - eps) ** 2, axis=(1, 2, 3))
     w = min_snr_weight(a[:, 0, 0, 0], jnp.maximum(min_snr_gamma, 1e-6))
     return jnp.mean(jnp.where(min_snr_gamma > 0, w, 1.0) * per_sample)
@@ -154,6 +158,7 @@ def train_ddpm(config, workdir: str) -> dict:
                        "ddpm", BOOKKEEPING, _harmless_changes(config, resume_from))
     state, stopped_early = res.state, res.stopped_early
     n_params = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(state.params))
+    metrics: dict[str, Any]
     metrics = {"steps_done": int(state.step), "total_steps": int(config.total_steps), "params": n_params,
                "wall_s_this_run": res.wall_s, "final_loss": res.final_loss,
                "stopped_early": stopped_early}

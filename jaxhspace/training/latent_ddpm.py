@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -216,7 +217,7 @@ def train_latent_ddpm(config, workdir: str) -> dict:
     harmless = {"total_steps": "the learning rate does not depend on it"}
     res = run_training(config, workdir, state, step_fn, batch_fn, "latent-ddpm", BOOKKEEPING, harmless)
     state = res.state
-    metrics = {"steps_done": int(state.step), "total_steps": int(config.total_steps),
+    metrics: dict[str, Any] = {"steps_done": int(state.step), "total_steps": int(config.total_steps),
                "params": int(sum(np.prod(a.shape) for a in jax.tree.leaves(state.params))),
                "wall_s_this_run": res.wall_s, "final_loss": res.final_loss,
                "stopped_early": res.stopped_early}

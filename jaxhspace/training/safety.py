@@ -234,7 +234,7 @@ class InterruptGuard:
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.signum: int | None = None
         self._old: dict = {}
 

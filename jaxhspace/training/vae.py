@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any, cast
 
 import flax
 import jax
@@ -27,7 +28,7 @@ import optax
 
 from jaxhspace.data import synthfaces
 from jaxhspace.data.probe import load_probe
-from jaxhspace.models.vae import AutoencoderKL, AutoencoderKLConfig
+from jaxhspace.models.vae import AutoencoderKL, AutoencoderKLConfig, DiagonalGaussian
 from jaxhspace.training.loop import BOOKKEEPING, run_training
 from jaxhspace.training.safety import check_export_dir, export_folder
 
@@ -52,8 +53,8 @@ def vae_loss(vae: AutoencoderKL, params, x: jax.Array, key: jax.Array, probe_fn,
              perceptual_weight: float) -> tuple[jax.Array, dict]:
     """The loss of the module docstring, averaged over the batch. ``x``: [B, H, W, 3] in [-1, 1];
     ``probe_fn(images) -> features [B, D]`` (frozen). Returns ``(loss, parts)``."""
-    post = vae.apply({"params": params}, x, method=vae.encode)
-    x_hat = vae.apply({"params": params}, post.sample(key), method=vae.decode)
+    post = cast(DiagonalGaussian, vae.apply({"params": params}, x, method=vae.encode))
+    x_hat = cast(jax.Array, vae.apply({"params": params}, post.sample(key), method=vae.decode))
     rec = jnp.sum((x_hat - x) ** 2, axis=(1, 2, 3))
     perc = jnp.sum((probe_fn(x_hat) - probe_fn(x)) ** 2, axis=-1) if perceptual_weight else jnp.zeros_like(rec)
     kl = kl_to_standard_normal(post.mean, post.logvar)
@@ -180,7 +181,7 @@ def train_vae(config, workdir: str) -> dict:
 
     res = run_training(config, workdir, state, step_fn, batch_fn, "vae", BOOKKEEPING)
     state = res.state
-    metrics = {"steps_done": int(state.step), "total_steps": int(config.total_steps),
+    metrics: dict[str, Any] = {"steps_done": int(state.step), "total_steps": int(config.total_steps),
                "params": int(sum(np.prod(a.shape) for a in jax.tree.leaves(state.params))),
                "wall_s_this_run": res.wall_s, "final_loss": res.final_loss,
                "stopped_early": res.stopped_early}
