@@ -28,24 +28,6 @@ from jaxhspace import resources, world
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# tests/test_demo.py's tiny_demo_config as command-line overrides (test_demo_quick_overrides_match_test_demo).
-DEMO_QUICK = [
-    "--config.num_images=2", "--config.upscale=1",
-    "--config.asyrp_edit.n_inv=8", "--config.asyrp_edit.n_test=8", "--config.asyrp_edit.scales=(-1.0,1.0)",
-    "--config.asyrp_edit.global_dh_images=2",
-    "--config.pullback.n_steps=8", "--config.pullback.k=2", "--config.pullback.n_dirs=1",
-    "--config.pullback.svd_max_iters=3", "--config.pullback.n_edit_steps=2",
-    "--config.haas.n_steps=6", "--config.haas.k=2", "--config.haas.n_dirs=1", "--config.haas.svd_max_iters=3",
-    "--config.pca.n_steps=6", "--config.pca.num_pca_samples=16", "--config.pca.k=2", "--config.pca.n_dirs=1",
-    "--config.pca.scales=(2.0,)",
-    "--config.latent.pullback.n_steps=4", "--config.latent.pullback.k=2", "--config.latent.pullback.n_dirs=1",
-    "--config.latent.pullback.svd_max_iters=3", "--config.latent.pullback.n_edit_steps=2",
-    "--config.latent.haas.n_steps=3", "--config.latent.haas.k=2", "--config.latent.haas.n_dirs=1",
-    "--config.latent.haas.svd_max_iters=3",
-    "--config.latent.pca.n_steps=4", "--config.latent.pca.num_pca_samples=16", "--config.latent.pca.k=2",
-    "--config.latent.pca.n_dirs=1", "--config.latent.pca.scales=(-1.0,1.0)", "--config.latent.prompt_edit.n_steps=3",
-]
-
 
 def _parse_config(arg, overrides=()):
     """The ``--config`` flag of jaxhspace.main, parsed on its own FlagValues: the resulting config as a dict."""
@@ -110,10 +92,12 @@ def test_config_by_name_path_and_overrides_agree(tmp_path, monkeypatch):
     assert _parse_config("my_config.py")["task"] == "pca"
 
 
-def test_demo_quick_overrides_match_test_demo():
+def test_demo_quick_variant_from_the_command_line_is_test_demos():
+    """``--config demo:quick`` (ml_collections' ``FILE:ARG``) reaches ``get_config("quick")``: the tests' tiny demo."""
     from test_demo import tiny_demo_config
 
-    assert _parse_config("demo", DEMO_QUICK) == tiny_demo_config().to_dict()
+    quick = _parse_config("demo:quick")
+    assert quick == tiny_demo_config().to_dict() and quick != _parse_config("demo")
 
 
 def test_unknown_config_name_lists_available_names(tmp_path):
@@ -285,7 +269,7 @@ def test_wheel_installs_outside_checkout_and_runs_demo(built, tmp_path):
     t_checks = time.perf_counter()
 
     # the demo by its config name, quick settings, from the other directory
-    r = subprocess.run([py, "-m", "jaxhspace.main", "--config", "demo", "--workdir", "runs/demo", *DEMO_QUICK],
+    r = subprocess.run([py, "-m", "jaxhspace.main", "--config", "demo:quick", "--workdir", "runs/demo"],
                        cwd=work, capture_output=True, text=True, env=env, timeout=1800)
     assert r.returncode == 0, r.stderr[-3000:]
     t_report = time.perf_counter()
