@@ -234,7 +234,8 @@ def ref_probe_sample_scores(ref_probe, x0, data_seed) -> dict:
     heads, feats = net(x0)
     valid, typical = ref_valid(ref_scores(heads)), typical_fn(feats)
     n = len(x0)
-    out = {"probe_valid_face_fraction": float(np.mean(valid)), "probe_in_distribution_fraction": float(np.mean(typical)),
+    out = {"probe_valid_face_fraction": float(np.mean(valid)),
+           "probe_in_distribution_fraction": float(np.mean(typical)),
            "probe_valid_and_in_distribution_fraction": float(np.mean(valid & typical))}
     data_a = sf.generate(data_seed, n, size=x0.shape[1])[0]
     data_b = sf.generate(data_seed + 1, n, size=x0.shape[1])[0]
@@ -290,8 +291,8 @@ def test_sample_job_probe_metrics_headline_setting(ref_probe, torch_unets, tmp_p
     key_x, key_eta = jax.random.split(jax.random.PRNGKey(c.seed))
     x_T = np.asarray(jax.random.normal(key_x, (16, 32, 32, 3)))
     z = [np.asarray(jax.random.normal(jax.random.fold_in(key_eta, i), (16, 32, 32, 3))) for i in range(8)]
-    x0 = torch_ddim_sample(torch_unets(SAMPLER_DDPM), x_T, asyrp_grid(8)[::-1], linear_alphas_cumprod(SAMPLER_DDPM), eta=1.0,
-                           noise=z, clip=True)
+    x0 = torch_ddim_sample(torch_unets(SAMPLER_DDPM), x_T, asyrp_grid(8)[::-1], linear_alphas_cumprod(SAMPLER_DDPM),
+                           eta=1.0, noise=z, clip=True)
     tiles = grid_tiles(m["grid"], 2, 8, 32, 1).reshape(16, 32, 32, 3).astype(int)
     assert np.mean(np.abs(tiles - to_uint8(x0)) <= 1) > 0.999 and np.abs(tiles - to_uint8(x0)).max() <= 2
     ref = ref_probe_sample_scores(ref_probe, x0.astype(np.float32), c.get("data_seed", 12345))
@@ -430,7 +431,6 @@ def test_clip_evaluate_and_direction_alignment_against_transformers():
             ref[f"{task}_n"] = int(keep.sum())
         print(f"\n{key}: {ref}", end="")
         assert got[key] == ref
-    ref_dir = {}
     edits = {"smile": ("smile", -0.8, 0.8, "frowning face", "smiling face"),
              "neutral_to_smiling": ("smile", 0.0, 0.8, "face", "smiling face"),
              "red_hair": ("hair_color", 0, 3, "face with black hair", "face with red hair"),
