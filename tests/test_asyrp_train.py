@@ -107,7 +107,68 @@ def test_interrupted_and_resumed_run_is_bit_identical(paths, run_a):
     assert m2["loss"] == m_a["loss"] and m2["l1"] == m_a["l1"]  # all 6 per-step losses, bit for bit
 
 
-def test_edit_job_writes_grids(paths, run_a):
+def _spy(monkeypatch, module, name, store):
+    """Wrap ``module.name`` so that each call appends ``(args, kwargs, result)`` to ``store[name]``."""
+    real = getattr(module, name)
+
+    def wrapped(*a, **kw):
+        out = real(*a, **kw)
+        store.setdefault(name, []).append((a, kw, out))
+        return out
+
+    monkeypatch.setattr(module, name, wrapped)
+
+
+def _numpy_delta_block(p, h, temb, groups):
+    """Official Asyrp DeltaBlock (DDPM variant; Asyrp_official models/ddpm/diffusion.py): conv1 (1x1) -> +
+    temb_proj(silu(temb)) -> GroupNorm(groups, eps 1e-6) -> silu -> conv2 (1x1), in float64 numpy. h [B,h,w,C]."""
+    f = {k: {n: np.asarray(a, np.float64) for n, a in v.items()} for k, v in p.items()}
+    silu = lambda z: z / (1 + np.exp(-z))  # noqa: E731
+    x = h @ f["conv1"]["kernel"][0, 0] + f["conv1"]["bias"]
+    x = x + (silu(temb) @ f["temb_proj"]["kernel"] + f["temb_proj"]["bias"])[:, None, None, :]
+    b, hh, ww, c = x.shape
+    g = x.reshape(b, hh * ww, groups, c // groups)
+    g = (g - g.mean(axis=(1, 3), keepdims=True)) / np.sqrt(g.var(axis=(1, 3), keepdims=True) + 1e-6)
+    x = silu(g.reshape(x.shape) * f["norm2"]["scale"] + f["norm2"]["bias"])
+    return x @ f["conv2"]["kernel"][0, 0] + f["conv2"]["bias"]
+
+
+def _torch_asyrp(unet, editor_params, groups, x, ts, t_edit, coeff, alphas):
+    """The official Asyrp reverse process (η = 0 on these steps), float64 torch + the numpy DeltaBlock: at t >= t_edit
+    x ← √ᾱ_prev·P_t(ε(x | h + coeff·Δh)) + √(1 − ᾱ_prev)·ε(x) with Δh = DeltaBlock(h, temb) of the unedited h
+    (Asyrp eq. 7 / diffusion_latent.py), below t_edit plain DDIM; the last step to ᾱ = 1. x [N,H,W,C]."""
+    import torch
+
+    unet = unet.double()
+    xt = torch.from_numpy(np.ascontiguousarray(np.transpose(np.asarray(x, np.float64), (0, 3, 1, 2))))
+    for i, t in enumerate(ts):
+        tt = torch.full((xt.shape[0],), int(t))
+        with torch.no_grad():
+            got = {}
+            hk = unet.mid_block.register_forward_hook(lambda mod, a, o: got.setdefault("h", o))
+            eps = unet(xt, tt).sample
+            hk.remove()
+            eps_edit = eps
+            if t >= t_edit:
+                temb = unet.time_embedding(unet.time_proj(tt).double()).numpy()
+                dh = _numpy_delta_block(editor_params, got["h"].numpy().transpose(0, 2, 3, 1), temb, groups)
+                add = torch.from_numpy(np.ascontiguousarray(coeff * dh.transpose(0, 3, 1, 2)))
+                hk = unet.mid_block.register_forward_hook(lambda mod, a, o: o + add)
+                eps_edit = unet(xt, tt).sample
+                hk.remove()
+        a_t, a_p = alphas[int(t)], (alphas[int(ts[i + 1])] if i + 1 < len(ts) else 1.0)
+        xt = np.sqrt(a_p) * (xt - np.sqrt(1 - a_t) * eps_edit) / np.sqrt(a_t) + np.sqrt(1 - a_p) * eps
+    unet.float()
+    return xt.numpy().transpose(0, 2, 3, 1)
+
+
+def test_edit_job_writes_grids(paths, run_a, monkeypatch):
+    import jaxhspace.data.images as images_mod
+    import jaxhspace.editing.asyrp_edit as ae
+
+    calls = {}
+    _spy(monkeypatch, ae, "invert", calls)
+    _spy(monkeypatch, images_mod, "make_grid", calls)
     wd_a, _ = run_a
     c = edit_cfg.get_config()
     c.model_path, c.editor_paths = paths["unet"], (os.path.join(wd_a, "editor"),)
@@ -120,3 +181,26 @@ def test_edit_job_writes_grids(paths, run_a):
     cols = m["columns"]["edit_0"]
     assert [c["column"] for c in cols[:3]] == ["recon", "s=-1", "s=1"] and cols[0]["mean_abs_change_vs_recon"] == 0
     assert cols[1]["mean_abs_change_vs_recon"] > 0 and os.path.isfile(os.path.join(wd, "metrics.json"))
+    # values (issue #19): the grid's s = -1 / s = 1 columns against the official asymmetric reverse process
+    # recomputed in float64 torch from the job's inverted x_T, with the editor's Δh from a numpy DeltaBlock and the
+    # official coefficient n_train/n_test·s = 4/4·s (grid 999, 666 edited; 333, 0 plain; t_boost 200: the only
+    # step below it, 0 -> -1, has σ = 0); the reported mean |edit - recon| recomputed from the grid
+    from diffusers import DDIMScheduler
+    from diffusers import UNet2DModel as TorchUNet
+
+    grid = np.asarray(calls["make_grid"][-1][0][0])                      # [N, (input, recon, s=-1, s=1), H, W, C]
+    x_lat = np.asarray(calls["invert"][0][2])
+    _, eparams, meta = load_editor(os.path.join(wd_a, "editor"))
+    unet = TorchUNet.from_pretrained(paths["unet"]).eval()
+    alphas = DDIMScheduler().alphas_cumprod.double().numpy()
+    ts = [999, 666, 333, 0]
+    for j, s in ((1, None), (2, -1.0), (3, 1.0)):
+        ref = _torch_asyrp(unet, eparams, 8, x_lat, ts, 500, 0.0 if s is None else meta["n_train_step"] / 4 * s,
+                           alphas)
+        err = np.abs(grid[:, j] - ref).max() / np.abs(ref).max()
+        print(f"\n[asyrp edit job, column {j}] relative max error vs torch official {err:.1e}", end="")
+        assert err < 1e-4, (j, err)
+        if s is not None:
+            assert np.abs(ref - grid[:, 1]).max() > 1e-3 * np.abs(ref).max(), "the edit must change the image"
+            change = np.mean(np.abs(grid[:, j] - grid[:, 1]))
+            np.testing.assert_allclose(cols[j - 1]["mean_abs_change_vs_recon"], change, rtol=1e-5)

@@ -162,7 +162,14 @@ def test_pullback_job_runs_on_a_user_folder(user_files):
     assert m["edit_scores"] == [] and os.path.isfile(m["grid"])  # no probe at 16 px
 
 
-def test_pca_job_on_model_samples_with_a_supervised_pair(user_files):
+def test_pca_job_on_model_samples_with_a_supervised_pair(user_files, monkeypatch):
+    import jaxhspace.data.images as images_mod
+    import jaxhspace.tasks.pca as job
+
+    calls = {}
+    for name in ("pca_data_h", "inverted_h", "invert"):
+        _spy(monkeypatch, job, name, calls)
+    _spy(monkeypatch, images_mod, "make_grid", calls)
     _, c, _ = _configs("pca")
     faces = sorted(expand_image_paths([user_files["faces"]]))
     c.model_path, c.image_paths = user_files["unet"], (user_files["faces"],)
@@ -174,6 +181,44 @@ def test_pca_job_on_model_samples_with_a_supervised_pair(user_files):
     assert m["supervised"] == {"factor": "", "n_pos": 1, "n_neg": 1}
     assert m["columns"] == ["input", "reconstruction", "PC0 x-1", "PC0 x1", "supervised x-1", "supervised x1"]
     assert np.all(np.asarray(m["pc_std"]) > 0) and os.path.isfile(m["grid"])
+    # values (issue #19): a numpy PCA of the h the job collected, per t, against its std and explained variance;
+    # the grid columns against float64 torch DDIM (symmetric, η = 0, Δh at every step) from the job's inverted
+    # x_T with Δh_t = scale·std_t(0)·u_t(0) (signs aligned over t to t = 999; the global sign of a PC is arbitrary,
+    # so "x1" and "x-1" must match opposite signs) and Δh_t = scale·(mean h_t(pos) − mean h_t(neg)) (sign fixed)
+    H = np.asarray(calls["pca_data_h"][0][2][0], np.float64)             # [S, N, h, w, C], S over t = 0, 499, 999
+    hp, hn = (np.asarray(r[2], np.float64) for r in calls["inverted_h"][-2:])
+    stds, comps, ratios = [], [], []
+    for s in range(H.shape[0]):
+        X = H[s].reshape(H.shape[1], -1)
+        _, sv, vt = np.linalg.svd(X - X.mean(0), full_matrices=False)
+        stds.append(sv[:2] / np.sqrt(len(X) - 1))
+        comps.append(vt[:2])
+        ratios.append(sv[:2] ** 2 / np.sum(sv ** 2))
+    np.testing.assert_allclose(m["pc_std"], stds, rtol=1e-4)
+    np.testing.assert_allclose(m["explained_variance_ratio"], ratios, rtol=1e-4, atol=1e-7)
+    comps = [u * np.sign(u @ comps[-1].T).diagonal()[:, None] for u in comps]  # align to t = 999
+    hw = H.shape[2:]
+    pc0 = [(stds[s][0] * comps[s][0]).reshape(hw) for s in range(3)]
+    sup = [(hp[s].mean(0) - hn[s].mean(0)).reshape(hw) for s in range(3)]
+    x_lat = np.asarray(calls["invert"][0][2])
+    grid = np.asarray(calls["make_grid"][-1][0][0])                      # [N, columns, H, W, C]
+    unet = _torch_unet(user_files)
+
+    def edit(table, scale):                                              # torch walks 999, 499, 0: rows 2, 1, 0
+        return _torch_ddim(unet, x_lat, [999, 499, 0], [scale * table[s] for s in (2, 1, 0)])
+
+    def err(col, ref):
+        return np.abs(grid[:, m["columns"].index(col)] - ref).max() / np.abs(ref).max()
+
+    assert err("reconstruction", _torch_ddim(unet, x_lat, [999, 499, 0])) < 1e-4
+    plus, minus = edit(pc0, 1.0), edit(pc0, -1.0)
+    sup_plus, sup_minus = edit(sup, 1.0), edit(sup, -1.0)
+    errs = [min(max(err("PC0 x1", plus), err("PC0 x-1", minus)), max(err("PC0 x1", minus), err("PC0 x-1", plus))),
+            err("supervised x1", sup_plus), err("supervised x-1", sup_minus)]
+    print(f"\n[pca job] PC0 / supervised x1 / supervised x-1 vs torch: relative max errors {errs}", end="")
+    assert max(errs) < 1e-4
+    for a, b in ((plus, minus), (sup_plus, sup_minus)):
+        assert np.abs(a - b).max() > 1e-2 * np.abs(a).max(), "the sign of the scale must change the image"
 
 
 def _spy(monkeypatch, module, name, store):
@@ -250,6 +295,7 @@ def test_pullback_job_edit_signs_and_boosted_sampling_values(user_files, monkeyp
     for col, k in (("v0-", 0), ("v0+", 1)):
         got = grid[:, m["columns"].index(col)]
         err = np.abs(got - ref[k]).max() / np.abs(ref[k]).max()
+        print(f"\n[pullback job, {col}] relative max error vs torch official {err:.1e}", end="")
         assert err < 1e-4, f"{col}: relative max error {err:.1e} against the torch official recomputation"
     assert np.abs(ref[0] - ref[1]).max() > 1e-2 * np.abs(ref[0]).max(), "the two signs must give different edits"
     unet.float()
