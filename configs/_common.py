@@ -30,3 +30,20 @@ def editing_job(task: str, num_images: int = 4, upscale: int = 3, model_path: st
     c.image_paths = ()         # or your own images / folders (centre-cropped, resized to the model's size)
     c.upscale = upscale        # grid pixels per image pixel
     return c
+
+
+def add_run_fields(c, max_minutes: float = 55.0):
+    """Set the fields of a trainer's ConfigDict ``c`` that its job turns into the training loop's
+    :class:`~jaxhspace.training.loop.RunSettings` and the export (their shipped defaults): save every 250 steps, log
+    every 25, stop (after saving) at ``max_minutes``, export to ``{workdir}/export`` ('' = none; ``assets/...`` needs
+    ``allow_asset_export``), refuse a resume with a changed config (``resume_policy="strict"``; "allow" resumes
+    anyway), stop when the 10-step mean loss reaches 100x its best (``max_loss_growth``; 0 = off; NaN always stops).
+    Returns ``c``."""
+    c.checkpoint_every = 250
+    c.log_every = 25
+    c.max_minutes = float(max_minutes)
+    c.export_dir = "{workdir}/export"
+    c.allow_asset_export = False
+    c.resume_policy = "strict"
+    c.max_loss_growth = 100.0
+    return c

@@ -23,7 +23,10 @@ erratic on the refined model (hair and background editors moved other factors), 
 """
 import ml_collections
 
-from jaxhspace.training.loop import add_run_fields
+try:
+    from jaxhspace.configs._common import add_run_fields
+except ImportError:  # a source tree used without installing jaxhspace
+    from configs._common import add_run_fields
 
 
 def get_config():

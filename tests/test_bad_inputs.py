@@ -167,7 +167,7 @@ def test_resume_policy_unknown(tmp_path):
 
     c = ml_collections.ConfigDict({"lr": 1.0, "resume_policy": "maybe"})
     with pytest.raises(JaxhspaceError, match=r"config\.resume_policy must be one of"):
-        check_resume(c, str(tmp_path), False, ())
+        check_resume(dict(c), str(tmp_path), False, c.resume_policy)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import pytest
 from configs.clip_synthfaces import get_config
 from jaxhspace.checkpoints.clip import load_clip, load_clip_tokenizer
 from jaxhspace.data import synthfaces as sf
+from jaxhspace.tasks import clip_train
 from jaxhspace.training import clip_synthfaces as cs
 from jaxhspace.training.checkpointing import Checkpointer
 
@@ -116,17 +117,17 @@ def _restore(workdir, template):
 
 def test_train_resume_is_exact(tmp_path):
     c = tiny_config()
-    full = cs.train_clip(c, str(tmp_path / "full"))
+    full = clip_train.run(c, str(tmp_path / "full"))
     assert full["steps_done"] == 4 and np.isfinite(full["final_loss"])
     c.stop_at_step = 2
-    first = cs.train_clip(c, str(tmp_path / "split"))
+    first = clip_train.run(c, str(tmp_path / "split"))
     assert first["steps_done"] == 2 and first["stopped_early"]
     c.stop_at_step = 0
-    second = cs.train_clip(c, str(tmp_path / "split"))
+    second = clip_train.run(c, str(tmp_path / "split"))
     assert second["steps_done"] == 4
     assert c.log_every == 1  # so final_loss covers the first run's steps too (read back from the log)
     assert second["final_loss"] == pytest.approx(full["final_loss"])
-    _, _, _, fresh, _ = cs.setup(c, str(tmp_path / "tok"))
+    _, _, _, fresh, _ = clip_train.setup(c, str(tmp_path / "tok"))
     a, b = _restore(str(tmp_path / "full"), fresh), _restore(str(tmp_path / "split"), fresh)
     assert int(a.step) == int(b.step) == 4
     for x, y in zip(jax.tree.leaves((a.params, a.opt_state)), jax.tree.leaves((b.params, b.opt_state))):

@@ -14,6 +14,7 @@ import torch
 from safetensors.numpy import load_file
 
 from jaxhspace.diffusion.schedule import make_schedule
+from jaxhspace.tasks import ddpm_train
 from jaxhspace.training import ddpm
 from tests.unet_fixtures import TINY_ATTN2
 
@@ -85,11 +86,11 @@ def test_resumed_run_equals_uninterrupted_and_exports_diffusers(tmp_path):
 
     a_dir, b_dir = str(tmp_path / "a"), str(tmp_path / "b")
     ea, eb = str(tmp_path / "export_a"), str(tmp_path / "export_b")
-    ma = ddpm.train_ddpm(_config(a_dir, ea), a_dir)
+    ma = ddpm_train.run(_config(a_dir, ea), a_dir)
     assert ma["steps_done"] == 4 and ma["exported_to"] == ea
-    mb1 = ddpm.train_ddpm(_config(b_dir, eb, max_minutes=1e-9), b_dir)  # stops after its first step
+    mb1 = ddpm_train.run(_config(b_dir, eb, max_minutes=1e-9), b_dir)  # stops after its first step
     assert mb1["stopped_early"] and mb1["steps_done"] == 1 and not os.path.exists(eb)
-    mb2 = ddpm.train_ddpm(_config(b_dir, eb), b_dir)
+    mb2 = ddpm_train.run(_config(b_dir, eb), b_dir)
     assert mb2["steps_done"] == 4
     wa = load_file(os.path.join(ea, "diffusion_pytorch_model.safetensors"))
     wb = load_file(os.path.join(eb, "diffusion_pytorch_model.safetensors"))
@@ -122,7 +123,7 @@ def test_refine_phase_switches_weights_lr_and_ema_at_refine_from_step(tmp_path, 
     d·e + (1 − d)·p with d = ema_decay before and refine_ema_decay from the switch."""
     from jaxhspace.models.unet import UNet2DModel, UNetConfig
 
-    records, real_run = [], ddpm.run_training
+    records, real_run = [], ddpm_train.run_training
 
     def spy(config, workdir, state, step_fn, batch_fn, *a, **kw):
         def recorded(st, batch):
@@ -132,12 +133,12 @@ def test_refine_phase_switches_weights_lr_and_ema_at_refine_from_step(tmp_path, 
             return new, loss
         return real_run(config, workdir, state, recorded, batch_fn, *a, **kw)
 
-    monkeypatch.setattr(ddpm, "run_training", spy)
+    monkeypatch.setattr(ddpm_train, "run_training", spy)
     lr, final, start, total, gamma, ema0, ema1 = 1e-3, 1e-4, 2, 5, 0.2, 0.9, 0.5
     wd = str(tmp_path / "refine")
     c = _config(wd, "", batch_size=4, total_steps=total, refine_from_step=start, refine_min_snr_gamma=gamma,
                 ema_decay=ema0, refine_ema_decay=ema1, refine_final_lr=final, lr=lr, warmup_steps=1)
-    ddpm.train_ddpm(c, wd)
+    ddpm_train.run(c, wd)
     assert [int(b.step) for b, _, _ in records] == list(range(total))
     logged = [json.loads(line)["loss"] for line in open(os.path.join(wd, "train_log.jsonl"))]
 

@@ -8,7 +8,7 @@ import stat
 import pytest
 
 from checkpoints_convert import diffusers_unet
-from jaxhspace.training import ddpm
+from jaxhspace.tasks import ddpm_train
 from tests.test_load_validation import folder  # noqa: F401  (module fixture: a tiny diffusers UNet folder)
 from tests.test_training_safety import ddpm_config
 
@@ -42,11 +42,11 @@ def test_converter_unwritable_destination_is_one_line(folder, tmp_path):  # noqa
 
 def test_train_log_has_no_duplicates_after_resume(tmp_path):
     wd = str(tmp_path / "wd")
-    ddpm.train_ddpm(ddpm_config("", total_steps=2, refine_from_step=2), wd)
+    ddpm_train.run(ddpm_config("", total_steps=2, refine_from_step=2), wd)
     log = os.path.join(wd, "train_log.jsonl")
     with open(log, "a") as f:  # a run killed after logging step 3, before saving it
         f.write(json.dumps({"step": 3, "loss": 1.0, "elapsed_s": 0.0}) + "\n")
-    ddpm.train_ddpm(ddpm_config("", total_steps=4, refine_from_step=2), wd)
+    ddpm_train.run(ddpm_config("", total_steps=4, refine_from_step=2), wd)
     with open(log) as f:
         steps = [json.loads(line)["step"] for line in f]
     assert steps == [1, 2, 3, 4]

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from jaxhspace.training import latent_ddpm, vae
+from jaxhspace.tasks import latent_ddpm_train, vae_train
+from jaxhspace.training import vae
 from jaxhspace.world import DEFAULT_CLIP
 
 
@@ -38,9 +39,9 @@ def vae_runs(tmp_path_factory):
     """One uninterrupted 4-step VAE run and one stopped after a step and resumed."""
     root = tmp_path_factory.mktemp("vae")
     a, b = str(root / "a"), str(root / "b")
-    ma = vae.train_vae(_vae_config(export_dir=str(root / "ea")), a)
-    mb1 = vae.train_vae(_vae_config(export_dir=str(root / "eb"), max_minutes=1e-9), b)
-    mb2 = vae.train_vae(_vae_config(export_dir=str(root / "eb")), b)
+    ma = vae_train.run(_vae_config(export_dir=str(root / "ea")), a)
+    mb1 = vae_train.run(_vae_config(export_dir=str(root / "eb"), max_minutes=1e-9), b)
+    mb2 = vae_train.run(_vae_config(export_dir=str(root / "eb")), b)
     return root, ma, mb1, mb2
 
 
@@ -107,9 +108,9 @@ def unet_runs(vae_runs, tmp_path_factory):
     root = tmp_path_factory.mktemp("unet")
     vae_path = str(vae_runs[0] / "ea")
     a, b = str(root / "a"), str(root / "b")
-    ma = latent_ddpm.train_latent_ddpm(_unet_config(vae_path, export_dir=str(root / "ea")), a)
-    latent_ddpm.train_latent_ddpm(_unet_config(vae_path, export_dir=str(root / "eb"), max_minutes=1e-9), b)
-    mb = latent_ddpm.train_latent_ddpm(_unet_config(vae_path, export_dir=str(root / "eb")), b)
+    ma = latent_ddpm_train.run(_unet_config(vae_path, export_dir=str(root / "ea")), a)
+    latent_ddpm_train.run(_unet_config(vae_path, export_dir=str(root / "eb"), max_minutes=1e-9), b)
+    mb = latent_ddpm_train.run(_unet_config(vae_path, export_dir=str(root / "eb")), b)
     return root, ma, mb
 
 
@@ -164,8 +165,8 @@ def test_captions_drop_and_are_a_function_of_the_step():
 
     c = get_config()
     _, f = synthfaces.generate(3, 2000)
-    caps = latent_ddpm.batch_captions(c, 7, f)
-    assert caps == latent_ddpm.batch_captions(c, 7, f) and caps != latent_ddpm.batch_captions(c, 8, f)
+    caps = latent_ddpm_train.batch_captions(c, 7, f)
+    assert caps == latent_ddpm_train.batch_captions(c, 7, f) and caps != latent_ddpm_train.batch_captions(c, 8, f)
     empty = np.mean([x == "" for x in caps])
     assert abs(empty - c.caption_dropout) < 0.03, empty
     assert all(x.startswith("a ") for x in caps if x)
@@ -173,4 +174,4 @@ def test_captions_drop_and_are_a_function_of_the_step():
 
 def test_latent_trainer_rejects_missing_vae(tmp_path):
     with pytest.raises(ValueError, match="vae_path"):
-        latent_ddpm.train_latent_ddpm(_unet_config(str(tmp_path / "nope")), str(tmp_path / "w"))
+        latent_ddpm_train.run(_unet_config(str(tmp_path / "nope")), str(tmp_path / "w"))

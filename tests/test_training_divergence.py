@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from jaxhspace.training import ddpm
+from jaxhspace.tasks import ddpm_train
 from jaxhspace.training.safety import LossGuard
 from tests.test_training_safety import latest_step, ddpm_config
 
@@ -34,6 +34,6 @@ def test_ddpm_exploding_loss_stops_before_export(tmp_path):
     wd, export = str(tmp_path / "wd"), str(tmp_path / "export")
     c = ddpm_config(export, total_steps=4, lr=1e4, grad_clip=1e9, checkpoint_every=1, loss_window=1)
     with pytest.raises(ValueError, match=r"training diverged at step 3: the loss is nan.*config\.lr = 10000"):
-        ddpm.train_ddpm(c, wd)  # (the first update has lr 0: one warm-up step)
+        ddpm_train.run(c, wd)  # (the first update has lr 0: one warm-up step)
     assert not os.path.exists(export)
     assert latest_step(wd) == 2  # the diverged state (step 3) was not saved

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
+from jaxhspace.tasks import clip_train, ddpm_train
 from jaxhspace.training import ddpm
 from jaxhspace.training.checkpointing import Checkpointer
 
@@ -72,17 +73,15 @@ def test_ddpm_user_file_in_export_dir_survives(tmp_path):
     user_file = user_folder(str(tmp_path / "mine"))
     wd = str(tmp_path / "wd")
     with pytest.raises(ValueError, match=r"(?s)export_dir.*mine.*not written by jaxhspace"):
-        ddpm.train_ddpm(ddpm_config(str(tmp_path / "mine")), wd)
+        ddpm_train.run(ddpm_config(str(tmp_path / "mine")), wd)
     assert open(user_file).read() == "three years of work"
     assert latest_step(wd) is None  # refused before training started
 
 
 def test_clip_user_file_in_export_dir_survives(tmp_path):
-    from jaxhspace.training import clip_synthfaces as cs
-
     user_file = user_folder(str(tmp_path / "mine"))
     with pytest.raises(ValueError, match=r"(?s)export_dir.*mine.*not written by jaxhspace"):
-        cs.train_clip(clip_config(str(tmp_path / "mine")), str(tmp_path / "wd"))
+        clip_train.run(clip_config(str(tmp_path / "mine")), str(tmp_path / "wd"))
     assert open(user_file).read() == "three years of work"
     assert not os.path.exists(tmp_path / "wd" / "checkpoints")
 
@@ -93,7 +92,7 @@ def test_export_overlapping_the_workdir_is_refused_before_training(tmp_path, whe
     user_file = user_folder(str(wd))  # e.g. the log of an earlier run
     export = {"workdir": wd, "parent": tmp_path, "checkpoints": wd / "checkpoints", "nested": wd / "a" / "b"}[where]
     with pytest.raises(ValueError, match=r"(?s)export_dir.*workdir"):
-        ddpm.train_ddpm(ddpm_config(str(export)), str(wd))
+        ddpm_train.run(ddpm_config(str(export)), str(wd))
     assert open(user_file).read() == "three years of work"
     assert latest_step(str(wd)) is None
 
@@ -103,17 +102,17 @@ def test_own_export_is_replaced_but_not_with_foreign_files_in_it(tmp_path):
     from jaxhspace.training.safety import EXPORT_MARKER
 
     wd, export = str(tmp_path / "wd"), str(tmp_path / "export")
-    ddpm.train_ddpm(ddpm_config(export, total_steps=2), wd)
+    ddpm_train.run(ddpm_config(export, total_steps=2), wd)
     assert os.path.isfile(os.path.join(export, EXPORT_MARKER))
     first = export_weights(export)
-    ddpm.train_ddpm(ddpm_config(export, total_steps=3), wd)  # resumes and replaces its own export
+    ddpm_train.run(ddpm_config(export, total_steps=3), wd)  # resumes and replaces its own export
     second = export_weights(export)
     assert any(not np.array_equal(first[k], second[k]) for k in first)
     user_file = os.path.join(export, "notes.txt")
     with open(user_file, "w") as f:
         f.write("mine")
     with pytest.raises(JaxhspaceError, match=r"notes\.txt"):
-        ddpm.train_ddpm(ddpm_config(export, total_steps=4), wd)
+        ddpm_train.run(ddpm_config(export, total_steps=4), wd)
     assert open(user_file).read() == "mine"
 
 
@@ -131,15 +130,15 @@ def test_quick_run_from_the_repository_root_leaves_assets_untouched(tmp_path, mo
     c.unet = dict(TINY_UNET)
     c.update(batch_size=2, total_steps=2, warmup_steps=1, refine_from_step=1, checkpoint_every=100, log_every=1,
              max_minutes=0.0)
-    m = ddpm.train_ddpm(c, "runs/smoke")
+    m = ddpm_train.run(c, "runs/smoke")
     assert sorted(os.listdir(tmp_path / "assets")) == ["ddpm_synthfaces_refined"]
     assert os.listdir(shipped) == ["thesis.tex"]
     assert os.path.abspath(m["exported_to"]).startswith(str(tmp_path / "runs" / "smoke") + os.sep)
     c.export_dir = "assets/new_model"
     with pytest.raises(ValueError, match="allow_asset_export"):
-        ddpm.train_ddpm(c, "runs/smoke2")
+        ddpm_train.run(c, "runs/smoke2")
     c.allow_asset_export = True
-    assert ddpm.train_ddpm(c, "runs/smoke2")["exported_to"].endswith("new_model")
+    assert ddpm_train.run(c, "runs/smoke2")["exported_to"].endswith("new_model")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -147,7 +146,7 @@ def test_quick_run_from_the_repository_root_leaves_assets_untouched(tmp_path, mo
 # ----------------------------------------------------------------------------------------------
 def test_final_step_is_saved_when_total_steps_is_not_a_multiple_of_checkpoint_every(tmp_path):
     wd = str(tmp_path / "wd")
-    ddpm.train_ddpm(ddpm_config("", total_steps=3, checkpoint_every=2), wd)
+    ddpm_train.run(ddpm_config("", total_steps=3, checkpoint_every=2), wd)
     assert latest_step(wd) == 3
 
 
@@ -155,7 +154,7 @@ def test_sigint_mid_training_then_resume_equals_uninterrupted(tmp_path, monkeypa
     from jaxhspace.errors import TrainingInterrupted
 
     ea, eb = str(tmp_path / "export_a"), str(tmp_path / "export_b")
-    ddpm.train_ddpm(ddpm_config(ea, total_steps=5), str(tmp_path / "a"))
+    ddpm_train.run(ddpm_config(ea, total_steps=5), str(tmp_path / "a"))
     real_batch = ddpm.batch_for_step
 
     def batch_then_ctrl_c(seed, step, batch_size, size):
@@ -165,12 +164,12 @@ def test_sigint_mid_training_then_resume_equals_uninterrupted(tmp_path, monkeypa
 
     monkeypatch.setattr(ddpm, "batch_for_step", batch_then_ctrl_c)
     with pytest.raises(TrainingInterrupted) as info:
-        ddpm.train_ddpm(ddpm_config(eb, total_steps=5), str(tmp_path / "b"))
+        ddpm_train.run(ddpm_config(eb, total_steps=5), str(tmp_path / "b"))
     assert info.value.signum == signal.SIGINT and info.value.step == 3
     assert latest_step(str(tmp_path / "b")) == 3 and not os.path.exists(eb)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
     monkeypatch.setattr(ddpm, "batch_for_step", real_batch)
-    assert ddpm.train_ddpm(ddpm_config(eb, total_steps=5), str(tmp_path / "b"))["steps_done"] == 5
+    assert ddpm_train.run(ddpm_config(eb, total_steps=5), str(tmp_path / "b"))["steps_done"] == 5
     wa, wb = export_weights(ea), export_weights(eb)
     assert wa.keys() == wb.keys()
     for k in wa:

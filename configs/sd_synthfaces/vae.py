@@ -9,7 +9,10 @@ Re-running resumes; each run stops itself (after saving) at ``max_minutes``.
 """
 import ml_collections
 
-from jaxhspace.training.loop import add_run_fields
+try:
+    from jaxhspace.configs._common import add_run_fields
+except ImportError:  # a source tree used without installing jaxhspace
+    from configs._common import add_run_fields
 
 
 def get_config():

@@ -1,6 +1,7 @@
 """Train a tiny CLIP on SynthFaces (images + augmented captions), resumably, and ship it in HF format.
 
-Run: ``python -m jaxhspace.main --config configs/clip_synthfaces.py --workdir runs/clip_synthfaces``
+The job (config, training loop, export) is :mod:`jaxhspace.tasks.clip_train`:
+``python -m jaxhspace.main --config configs/clip_synthfaces.py --workdir runs/clip_synthfaces``
 (re-running resumes from the newest orbax checkpoint in ``workdir/checkpoints``).
 
 * **Tokenizer** (:func:`build_tokenizer`): a byte-level BPE learned (deterministically, :func:`learn_bpe`)
@@ -16,12 +17,12 @@ Run: ``python -m jaxhspace.main --config configs/clip_synthfaces.py --workdir ru
   ln 100). With ``multi_positive`` the one-hot targets become uniform over *consistent* pairs (a caption is
   consistent with an image when every attribute it mentions matches), so duplicated short captions such
   as "a face" are not false negatives.
-* **Twins** (:func:`twin_factors`, ``config.twin_probs``): half of each batch are counterfactual copies of
+* **Twins** (:func:`twin_factors`, ``twin_probs``): half of each batch are counterfactual copies of
   the other half with only the smile (or eye size, or glasses) moved to another caption class, captioned
   with the same wording except that attribute. Without them the ViT learned colours and glasses but not
   the 2-pixel mouth curve within the time budget; with them, telling the pair apart requires it (and the
   image pair difference is exactly what Asyrp's directional loss compares with the text direction).
-* **Text lock** (``config.text_freeze_steps``): the text tower stays at its random init for the first steps
+* **Text lock** (``text_freeze_steps``): the text tower stays at its random init for the first steps
   (see :func:`make_train_step`); unlocked from the start it collapses "smiling"/"frowning" to one embedding
   before the vision tower can see mouths, and smile never gets learned.
 * **Data** of step ``i`` is a pure function of ``(seed, i)`` (:func:`make_batch`), so a resumed run equals
@@ -29,28 +30,21 @@ Run: ``python -m jaxhspace.main --config configs/clip_synthfaces.py --workdir ru
 """
 from __future__ import annotations
 
-import concurrent.futures
 import functools
 import json
 import os
-import time
+from typing import Mapping
 
 import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from tqdm import tqdm
 
 from jaxhspace.data import synthfaces as sf
-from jaxhspace.errors import TrainingInterrupted
 from jaxhspace.losses.clip_directional import IMAGENET_TEMPLATES, encode_texts, image_features, l2_normalize
 from jaxhspace.losses.clip_preprocess import clip_preprocess
-from jaxhspace.models.clip import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig, init_clip_params
-from jaxhspace.training.checkpointing import Checkpointer
-from jaxhspace.training.loop import final_loss_from_log
-from jaxhspace.training.run_config import check_resume
-from jaxhspace.training.safety import InterruptGuard, LossGuard, check_export_dir, export_folder, trim_log
+from jaxhspace.models.clip import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig
 
 SIMPLE_TEMPLATES = ("a photo of {}.", "{}.", "an image of {}.", "a picture of {}.")
 SMILE_WORDS = ("frowning", "neutral", "smiling")
@@ -59,9 +53,6 @@ ATTRS = ("smile", "hair_color", "eyes", "glasses", "background")  # columns of t
 MAX_LOGIT_SCALE = float(np.log(100.0))
 # what the job writes into its workdir (an export_dir inside the workdir must avoid these)
 WORKDIR_FILES = ("checkpoints", "tokenizer", "train_log.jsonl", "metrics.json", "run_config.json")
-# config fields that do not change the trained weights (not compared on resume); total_steps does (cosine lr)
-BOOKKEEPING = ("task", "max_minutes", "export_dir", "allow_asset_export", "log_every", "checkpoint_every",
-               "resume_policy", "max_loss_growth", "loss_window", "stop_at_step", "eval_every", "eval_seed", "eval_n")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -242,30 +233,32 @@ def consistency(mentioned: np.ndarray, attrs: np.ndarray) -> np.ndarray:
     return np.all((m < 0) | (m == attrs[None, :, :]), axis=-1).astype(np.float32)
 
 
-def make_batch(config, step: int, tokenizer) -> dict:
-    """The batch of ``step``, a pure function of (config.seed, step).
+def make_batch(step: int, tokenizer, *, seed: int, batch_size: int, context_length: int, captions: Mapping,
+               twin_probs=None, multi_positive: bool = True) -> dict:
+    """The batch of ``step``, a pure function of (seed, step).
 
-    With ``config.twin_probs`` the batch is B/2 faces ``sample_factors((seed, step))`` plus their
-    :func:`twin_factors` (rng ``(seed, step, 2)``), so the only way to tell a twin pair apart is the changed
-    fine attribute; otherwise ``generate((seed, step), B)``. Captions use rng ``(seed, step, 1)``.
+    With ``twin_probs`` (probabilities of changing smile / eyes / glasses) the batch is B/2 faces
+    ``sample_factors((seed, step))`` plus their :func:`twin_factors` (rng ``(seed, step, 2)``), so the only way to
+    tell a twin pair apart is the changed fine attribute; otherwise ``generate((seed, step), B)``. Captions use rng
+    ``(seed, step, 1)`` and the keyword arguments ``captions`` of :func:`augmented_captions`; they are tokenised to
+    ``context_length`` tokens.
 
     Returns:
       images [B, 32, 32, 3] in [-1, 1]; input_ids / attention_mask int32 [B, L]; targets float32 [B, B]
-      (rows texts, columns images: 1 for consistent pairs; identity if ``config.multi_positive`` is off).
+      (rows texts, columns images: 1 for consistent pairs; identity if ``multi_positive`` is off).
     """
-    b, twin_changed = config.batch_size, None
-    if config.get("twin_probs"):
-        base = sf.sample_factors((config.seed, step), b // 2)
-        twins, twin_changed = twin_factors(np.random.default_rng((config.seed, step, 2)), base, config.twin_probs)
+    b, twin_changed = batch_size, None
+    if twin_probs:
+        base = sf.sample_factors((seed, step), b // 2)
+        twins, twin_changed = twin_factors(np.random.default_rng((seed, step, 2)), base, twin_probs)
         factors = {k: np.concatenate([base[k], twins[k]]) for k in base}
         images = sf.render(factors)
     else:
-        images, factors = sf.generate((config.seed, step), b)
-    rng = np.random.default_rng((config.seed, step, 1))
-    texts, mentioned = augmented_captions(rng, factors, twin_changed=twin_changed, **dict(config.captions))
-    enc = tokenizer(texts, padding="max_length", max_length=config.clip.context_length, truncation=True,
-                    return_tensors="np")
-    if config.multi_positive:
+        images, factors = sf.generate((seed, step), b)
+    rng = np.random.default_rng((seed, step, 1))
+    texts, mentioned = augmented_captions(rng, factors, twin_changed=twin_changed, **dict(captions))
+    enc = tokenizer(texts, padding="max_length", max_length=context_length, truncation=True, return_tensors="np")
+    if multi_positive:
         targets = consistency(mentioned, image_attributes(factors))
     else:
         targets = np.eye(len(texts), dtype=np.float32)
@@ -276,14 +269,17 @@ def make_batch(config, step: int, tokenizer) -> dict:
 # ----------------------------------------------------------------------------------------------
 # Model, loss, train step
 # ----------------------------------------------------------------------------------------------
-def make_model(cc, vocab_size: int) -> CLIPModel:
-    """CLIPModel from the config's ``clip`` block (text/vision dicts of HF field names) and the vocab size."""
-    text = CLIPTextConfig(vocab_size=vocab_size, max_position_embeddings=cc.context_length,
-                          projection_dim=cc.projection_dim, bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1,
-                          pad_token_id=vocab_size - 1, **dict(cc.text))
-    vision = CLIPVisionConfig(image_size=32, projection_dim=cc.projection_dim, **dict(cc.vision))
-    return CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=cc.projection_dim,
-                                logit_scale_init_value=float(cc.get("logit_scale_init", 2.6592))))
+def make_model(vocab_size: int, context_length: int, projection_dim: int, text: Mapping, vision: Mapping,
+               logit_scale_init: float = 2.6592) -> CLIPModel:
+    """CLIPModel for 32x32 images from the text / vision tower fields (HF field names, e.g. ``hidden_size``,
+    ``num_hidden_layers``, ``patch_size``), the vocab size (bos = V − 2, eos = pad = V − 1), the context length, the
+    projection width and the initial ``logit_scale`` (CLIP's ln(1/0.07))."""
+    tc = CLIPTextConfig(vocab_size=vocab_size, max_position_embeddings=context_length,
+                        projection_dim=projection_dim, bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1,
+                        pad_token_id=vocab_size - 1, **dict(text))
+    vc = CLIPVisionConfig(image_size=32, projection_dim=projection_dim, **dict(vision))
+    return CLIPModel(CLIPConfig(text_config=tc, vision_config=vc, projection_dim=projection_dim,
+                                logit_scale_init_value=float(logit_scale_init)))
 
 
 def clip_loss(logits_per_text: jax.Array, targets: jax.Array) -> jax.Array:
@@ -309,12 +305,6 @@ class CLIPTrainState:
     step: jax.Array
     params: dict
     opt_state: optax.OptState
-
-
-def optimizer_args(config) -> tuple:
-    """(lr, warmup_steps, total_steps, weight_decay, grad_clip) from the config (hashable)."""
-    return (float(config.lr), int(config.warmup_steps), int(config.total_steps), float(config.weight_decay),
-            float(config.grad_clip))
 
 
 def make_optimizer(lr, warmup_steps, total_steps, weight_decay, grad_clip) -> optax.GradientTransformation:
@@ -455,123 +445,3 @@ def evaluate(model, params, tokenizer, seed: int, n: int) -> dict:
     return {"zero_shot": zero_shot_accuracy(model, params, tokenizer, images, factors),
             "zero_shot_templates": zero_shot_accuracy(model, params, tokenizer, images, factors, IMAGENET_TEMPLATES),
             "direction_cosine": direction_alignment(model, params, tokenizer, small)}
-
-
-# ----------------------------------------------------------------------------------------------
-# Driver
-# ----------------------------------------------------------------------------------------------
-def setup(config, tok_dir: str):
-    """(tokenizer, model, optimizer, fresh train state at step 0, train key). The tokenizer is built into
-    ``tok_dir``, or loaded from it when it exists (resuming)."""
-    if os.path.isfile(os.path.join(tok_dir, "tokenizer_config.json")):  # resuming: keep the run's tokenizer
-        from transformers import CLIPTokenizer
-
-        tokenizer = CLIPTokenizer.from_pretrained(tok_dir, local_files_only=True)
-    else:
-        tokenizer = build_tokenizer(tok_dir, config.clip.context_length)
-    model = make_model(config.clip, len(tokenizer.get_vocab()))
-    tc = model.config.text_config
-    if (tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id) != (
-            tc.bos_token_id, tc.eos_token_id, tc.pad_token_id):
-        raise RuntimeError("tokenizer special ids do not match the model config")
-    init_key, train_key = jax.random.split(jax.random.PRNGKey(config.seed))
-    params = init_clip_params(model, init_key)
-    optimizer = make_optimizer(*optimizer_args(config))
-    state = CLIPTrainState(jnp.array(0, jnp.int32), params, optimizer.init(params))
-    return tokenizer, model, optimizer, state, train_key
-
-
-def train_clip(config, workdir: str) -> dict:
-    """Train (or resume) the tiny CLIP; once ``config.total_steps`` are done, export to ``config.export_dir``
-    (HF folder via ``save_clip_hf``) and evaluate zero-shot on held-out faces.
-
-    Stops early (after saving) when ``config.max_minutes`` have passed or at ``config.stop_at_step``. On SIGINT /
-    SIGTERM the step in flight finishes, the state is saved and :class:`jaxhspace.errors.TrainingInterrupted` is
-    raised. ``config.export_dir`` ('' = none; ``{workdir}`` expands) is checked before any work
-    (:func:`jaxhspace.training.safety.check_export_dir`). A resume with changed result-affecting config fields is
-    refused unless ``config.resume_policy="allow"`` (:func:`jaxhspace.training.run_config.check_resume`).
-    Returns the metrics (also written to ``workdir/metrics.json`` and, on export, ``export_dir/metrics.json``).
-    """
-    export_dir = check_export_dir(config.get("export_dir"), workdir, WORKDIR_FILES,
-                                  bool(config.get("allow_asset_export", False)))
-    os.makedirs(workdir, exist_ok=True)
-    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), every=config.checkpoint_every)
-    check_resume(config, workdir, ckpt.latest_step() is not None, BOOKKEEPING)
-    tok_dir = os.path.join(workdir, "tokenizer")
-    tokenizer, model, optimizer, state, train_key = setup(config, tok_dir)
-    state = ckpt.restore_or(state)
-    start = int(state.step)
-    end = min(config.total_steps, config.get("stop_at_step") or config.total_steps)
-    n_params = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(state.params))
-    step_fn = make_train_step(model, optimizer_args(config), float(config.noise_std),
-                              int(config.get("text_freeze_steps", 0)))
-    log_path = os.path.join(workdir, "train_log.jsonl")
-    trim_log(log_path, start)  # records of steps after the checkpoint are logged again
-    t0, hist, stopped_early = time.time(), [], False
-    pool = concurrent.futures.ThreadPoolExecutor(1)  # renders the next batch while the step runs
-    nxt = pool.submit(make_batch, config, start, tokenizer) if start < end else None
-    bar = tqdm(range(start, end), initial=start, total=config.total_steps, desc="clip", mininterval=5)
-    loss_guard = LossGuard(config.get("max_loss_growth", 100.0), config.get("loss_window", 10), config.lr)
-    try:
-        with InterruptGuard() as guard:
-            for step in bar:
-                assert nxt is not None  # submitted for every step of the range
-                batch = nxt.result()
-                if step + 1 < end:
-                    nxt = pool.submit(make_batch, config, step + 1, tokenizer)
-                state, m = step_fn(state, batch, train_key)
-                hist.append(jax.device_get(m))
-                done = step + 1
-                try:
-                    loss_guard.update(done, hist[-1]["loss"])
-                except ValueError:
-                    bar.close()
-                    ckpt.close()  # pending saves finish; the diverged state is not saved
-                    raise
-                if done % config.log_every == 0:
-                    rec = {"step": done, "elapsed_s": time.time() - t0,
-                           **{k: float(np.mean([h[k] for h in hist[-config.log_every:]])) for k in hist[-1]}}
-                    if config.get("eval_every") and done % config.eval_every == 0:  # cheap zero-shot check, 256 faces
-                        zs = zero_shot_accuracy(model, state.params, tokenizer, *sf.generate(config.eval_seed + 1, 256))
-                        rec.update({f"zs_{k}": zs[k] for k in ("smile_binary", "glasses", "eyes_binary", "hair_color")})
-                    bar.set_postfix(loss=f"{rec['loss']:.3f}", acc=f"{rec['i2t_acc']:.2f}")
-                    with open(log_path, "a") as f:
-                        f.write(json.dumps(rec) + "\n")
-                ckpt.maybe_save(done, state)
-                if guard.signum is not None:
-                    bar.close()
-                    if ckpt.latest_step() != done:
-                        ckpt.save(done, state)
-                    ckpt.close()
-                    raise TrainingInterrupted(guard.signum, done, ckpt.directory)
-                if config.max_minutes and time.time() - t0 > 60 * config.max_minutes and done < config.total_steps:
-                    stopped_early = True
-                    break
-            if ckpt.latest_step() != int(state.step):  # also when total_steps is not a multiple of checkpoint_every
-                ckpt.save(int(state.step), state)
-    finally:
-        pool.shutdown(cancel_futures=True)
-    ckpt.close()
-    metrics = {"steps_done": int(state.step), "total_steps": int(config.total_steps), "params": n_params,
-               "wall_s_this_run": time.time() - t0,
-               "stopped_early": stopped_early or int(state.step) < config.total_steps}
-    final = final_loss_from_log(log_path, int(state.step), [float(h["loss"]) for h in hist])  # resumed runs' steps too
-    if final is not None:
-        metrics["final_loss"] = final
-    if int(state.step) >= config.total_steps and export_dir:
-        from jaxhspace.checkpoints.clip import save_clip_hf
-
-        params = jax.device_get(state.params)
-        metrics.update(evaluate(model, params, tokenizer, config.eval_seed, config.eval_n))
-        metrics.update(eval_seed=config.eval_seed, eval_n=config.eval_n, exported_to=export_dir,
-                       command=f"python -m jaxhspace.main --config configs/clip_synthfaces.py --workdir {workdir}")
-
-        def write(path):
-            save_clip_hf(path, model, params, tokenizer=tok_dir)
-            with open(os.path.join(path, "metrics.json"), "w") as f:
-                json.dump(metrics, f, indent=2)
-
-        export_folder(export_dir, write, job="clip_train", extra={"steps": int(state.step)})
-    with open(os.path.join(workdir, "metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=2)
-    return metrics

@@ -1,14 +1,14 @@
-"""Train a small DDPM (ε-prediction, Ho et al. 2020 eq. 14) on SynthFaces, resumably, and export it in
-diffusers folder format so that loading it exercises the same converter path as a real checkpoint.
+"""The pieces of the small DDPM (ε-prediction, Ho et al. 2020 eq. 14) trained on SynthFaces: the two-phase
+learning rate, the (min-SNR weighted) loss, the jitted train step, the batch of a step and the exported scheduler
+config. The job that trains and exports it in diffusers folder format (so that loading it exercises the same
+converter path as a real checkpoint) is :mod:`jaxhspace.tasks.ddpm_train`:
 
-Run: ``python -m jaxhspace.main --config configs/ddpm_synthfaces.py --workdir runs/ddpm_synthfaces``
+``python -m jaxhspace.main --config configs/ddpm_synthfaces.py --workdir runs/ddpm_synthfaces``
 (re-running the same command resumes from the newest orbax checkpoint in ``workdir/checkpoints``).
 """
 from __future__ import annotations
 
-import json
-import os
-from typing import Any, cast
+from typing import cast
 
 import flax
 import jax
@@ -17,16 +17,11 @@ import numpy as np
 import optax
 
 from jaxhspace.data import synthfaces
-from jaxhspace.diffusion.schedule import Schedule, make_schedule
-from jaxhspace.models.unet import UNet2DModel, UNetConfig
-from jaxhspace.training.loop import latest_step, run_training
-from jaxhspace.training.safety import check_export_dir, export_folder
+from jaxhspace.diffusion.schedule import Schedule
+from jaxhspace.models.unet import UNet2DModel
 
 # what the job writes into its workdir (an export_dir inside the workdir must avoid these)
 WORKDIR_FILES = ("checkpoints", "train_log.jsonl", "metrics.json", "run_config.json")
-# config fields that do not change the trained weights (not compared on resume)
-BOOKKEEPING = ("task", "max_minutes", "export_dir", "allow_asset_export", "log_every", "checkpoint_every",
-               "resume_policy", "max_loss_growth", "loss_window")
 
 
 @flax.struct.dataclass
@@ -124,69 +119,19 @@ def batch_for_step(seed: int, step: int, batch_size: int, size: int) -> np.ndarr
     return images
 
 
-def train_ddpm(config, workdir: str) -> dict:
-    """Train (or resume) a DDPM on SynthFaces; export the EMA weights when ``config.total_steps`` is reached.
-
-    Stops early (after saving) when ``config.max_minutes`` of wall time have passed, so a long run can be
-    split across sessions; re-running resumes. On SIGINT / SIGTERM the step in flight finishes, the state is
-    saved and :class:`jaxhspace.errors.TrainingInterrupted` is raised; the last step is always saved.
-    ``config.export_dir`` ('' = none; ``{workdir}`` expands) is checked before training (see
-    :func:`jaxhspace.training.safety.check_export_dir`). A resume with changed result-affecting config fields is
-    refused unless ``config.resume_policy="allow"`` (:func:`jaxhspace.training.run_config.check_resume`); a
-    diverging loss stops the run (:class:`jaxhspace.training.safety.LossGuard`, ``config.max_loss_growth``).
-    Returns a dict of metrics (also in ``workdir/metrics.json``).
-    """
-    export_dir = check_export_dir(config.get("export_dir"), workdir, WORKDIR_FILES,
-                                  bool(config.get("allow_asset_export", False)))
-    resume_from = latest_step(workdir)
-    ucfg = UNetConfig.from_dict(dict(config.unet))
-    model = UNet2DModel(ucfg)
-    schedule = make_schedule(config.beta_schedule, config.beta_start, config.beta_end, config.num_train_timesteps)
-    size = int(config.image_size)
-    key = jax.random.PRNGKey(config.seed)
-    init_key, train_key = jax.random.split(key)
-    dummy = jnp.zeros((1, size, size, ucfg.in_channels))
-    params = model.init(init_key, dummy, jnp.zeros((1,), jnp.int32))["params"]
-    refine_from = config.get("refine_from_step")
-    optimizer = make_optimizer(config.lr, config.warmup_steps, config.grad_clip, refine_from, config.total_steps,
-                               config.get("refine_final_lr", config.lr))
-    state = DDPMState(jnp.array(0, jnp.int32), params, jax.tree.map(jnp.copy, params), optimizer.init(params))
-    step_fn = make_train_step(model, schedule, optimizer, config.ema_decay, train_key, refine_from,
-                              config.get("refine_min_snr_gamma", 0.0), config.get("refine_ema_decay"))
-    res = run_training(config, workdir, state, step_fn,
-                       lambda step: jnp.asarray(batch_for_step(config.seed, step, config.batch_size, size)),
-                       "ddpm", BOOKKEEPING, _harmless_changes(config, resume_from))
-    state, stopped_early = res.state, res.stopped_early
-    n_params = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(state.params))
-    metrics: dict[str, Any]
-    metrics = {"steps_done": int(state.step), "total_steps": int(config.total_steps), "params": n_params,
-               "wall_s_this_run": res.wall_s, "final_loss": res.final_loss,
-               "stopped_early": stopped_early}
-    if int(state.step) >= config.total_steps and export_dir:
-        from jaxhspace.checkpoints.unet import save_unet_diffusers
-
-        ema, sched = jax.device_get(state.ema_params), scheduler_config(config)
-        export_folder(export_dir, lambda p: save_unet_diffusers(p, model, ema, scheduler_config=sched),
-                      job="ddpm_train", extra={"steps": int(state.step)})
-        metrics["exported_to"] = export_dir
-    with open(os.path.join(workdir, "metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=2)
-    return metrics
-
-
-def _harmless_changes(config, resume_from: int | None) -> dict:
-    """Config changes a resume at ``resume_from`` may make without mixing runs: ``total_steps`` (larger than
-    ``resume_from``) while the checkpoint is not past ``refine_from_step``, since the learning rate depends on
-    ``total_steps`` only in the refine phase (so a 6000-step run extends into the 9000-step recipe)."""
-    refine_from = config.get("refine_from_step")
-    if resume_from is not None and config.total_steps > resume_from and (
-            refine_from is None or resume_from <= refine_from):
+def harmless_changes(total_steps: int, refine_from_step: int | None, resume_from: int | None) -> dict:
+    """The changes a resume at ``resume_from`` may make without mixing runs (``{field: reason}`` for
+    :func:`jaxhspace.training.run_config.check_resume`): ``total_steps`` (larger than ``resume_from``) while the
+    checkpoint is not past ``refine_from_step``, since the learning rate depends on ``total_steps`` only in the refine
+    phase (so a 6000-step run extends into the 9000-step recipe)."""
+    if resume_from is not None and total_steps > resume_from and (
+            refine_from_step is None or resume_from <= refine_from_step):
         return {"total_steps": "the learning rate up to the checkpoint does not depend on it"}
     return {}
 
 
-def scheduler_config(config) -> dict:
+def scheduler_config(beta_schedule: str, beta_start: float, beta_end: float, num_train_timesteps: int) -> dict:
     """diffusers ``DDIMScheduler`` config matching the training schedule (written beside the UNet)."""
-    return {"_class_name": "DDIMScheduler", "beta_schedule": config.beta_schedule, "beta_start": config.beta_start,
-            "beta_end": config.beta_end, "num_train_timesteps": config.num_train_timesteps, "clip_sample": False,
+    return {"_class_name": "DDIMScheduler", "beta_schedule": beta_schedule, "beta_start": beta_start,
+            "beta_end": beta_end, "num_train_timesteps": num_train_timesteps, "clip_sample": False,
             "set_alpha_to_one": True, "steps_offset": 0, "prediction_type": "epsilon"}

@@ -1,7 +1,8 @@
 """Train the tiny text-conditioned latent DDPM of the embedded default (a Stable-Diffusion-format pipeline on
 SynthFaces), resumably, and export the whole diffusers pipeline folder.
 
-Run: ``python -m jaxhspace.main --config configs/sd_synthfaces/unet.py --workdir runs/sd_unet``
+The job is :mod:`jaxhspace.tasks.latent_ddpm_train`:
+``python -m jaxhspace.main --config configs/sd_synthfaces/unet.py --workdir runs/sd_unet``
 (re-running resumes from the newest checkpoint in ``workdir/checkpoints``).
 
 The recipe is Stable Diffusion's (Rombach et al. 2022, §4.3 and App. E): a ``UNet2DConditionModel`` predicts ε of
@@ -19,41 +20,32 @@ text tower of ``clip_path``), ``scheduler/`` (DDIM), ``model_index.json``.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxhspace.data import synthfaces
-from jaxhspace.diffusion.schedule import Schedule, make_schedule
-from jaxhspace.models.unet_condition import UNet2DConditionModel, UNetConditionConfig
-from jaxhspace.training.ddpm import DDPMState, make_optimizer
-from jaxhspace.training.loop import BOOKKEEPING, run_training
-from jaxhspace.training.safety import check_export_dir, export_folder
+from jaxhspace.diffusion.schedule import Schedule
+from jaxhspace.training.ddpm import DDPMState
 
 WORKDIR_FILES = ("checkpoints", "train_log.jsonl", "metrics.json", "run_config.json")
 TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json")
 
 
-def unet_config(config) -> UNetConditionConfig:
-    """The :class:`UNetConditionConfig` of ``config.unet`` (diffusers field names)."""
-    return UNetConditionConfig(**dict(config.unet))
-
-
-def batch_captions(config, step: int, factors: dict) -> list[str]:
-    """Captions of step ``step``'s faces: attributes kept with ``caption_keep_prob`` (the full caption with
-    ``caption_full_prob``), then replaced by ``""`` with ``caption_dropout`` (rng ``(seed, step, 1)``)."""
+def batch_captions(seed: int, step: int, factors: dict, keep_prob: float, full_prob: float,
+                   dropout: float) -> list[str]:
+    """Captions of step ``step``'s faces (``factors``: SynthFaces factors of the batch): attributes kept with
+    ``keep_prob`` (the full caption with ``full_prob``), then replaced by ``""`` with ``dropout``
+    (rng ``(seed, step, 1)``)."""
     from jaxhspace.training.clip_synthfaces import augmented_captions
 
-    rng = np.random.default_rng((int(config.seed), int(step), 1))
-    texts, _ = augmented_captions(rng, factors, keep_prob=float(config.caption_keep_prob),
-                                  full_prob=float(config.caption_full_prob), template_prob=0.0)
-    drop = rng.random(len(texts)) < float(config.caption_dropout)
+    rng = np.random.default_rng((int(seed), int(step), 1))
+    texts, _ = augmented_captions(rng, factors, keep_prob=float(keep_prob), full_prob=float(full_prob),
+                                  template_prob=0.0)
+    drop = rng.random(len(texts)) < float(dropout)
     return ["" if d else t for t, d in zip(texts, drop)]
 
 
@@ -113,16 +105,18 @@ def make_latent_step(unet, vae, vae_params, scaling_factor: float, text: TextTow
     return jax.jit(step, donate_argnums=(0,))
 
 
-def scheduler_config(config) -> dict:
+def scheduler_config(beta_schedule: str, beta_start: float, beta_end: float, num_train_timesteps: int) -> dict:
     """diffusers ``DDIMScheduler`` config of the training schedule (SD's: leading spacing, offset 1)."""
-    return {"_class_name": "DDIMScheduler", "beta_schedule": config.beta_schedule, "beta_start": config.beta_start,
-            "beta_end": config.beta_end, "num_train_timesteps": config.num_train_timesteps, "clip_sample": False,
+    return {"_class_name": "DDIMScheduler", "beta_schedule": beta_schedule, "beta_start": beta_start,
+            "beta_end": beta_end, "num_train_timesteps": num_train_timesteps, "clip_sample": False,
             "set_alpha_to_one": False, "steps_offset": 1, "prediction_type": "epsilon",
             "timestep_spacing": "leading"}
 
 
-def write_pipeline(folder: str, unet, params, config, text_folder: str, tokenizer_folder: str, vae_folder: str):
-    """Write the diffusers pipeline folder (see the module docstring) into the new folder ``folder``."""
+def write_pipeline(folder: str, unet, params, scheduler: dict, text_folder: str, tokenizer_folder: str,
+                   vae_folder: str):
+    """Write the diffusers pipeline folder (see the module docstring) into the new folder ``folder``; ``scheduler``:
+    the ``scheduler_config.json`` dict (:func:`scheduler_config`)."""
     from jaxhspace.checkpoints.common import write_json
     from jaxhspace.checkpoints.unet_condition import save_unet_condition_diffusers
 
@@ -137,7 +131,7 @@ def write_pipeline(folder: str, unet, params, config, text_folder: str, tokenize
     os.makedirs(os.path.join(folder, "scheduler"))
     version = _diffusers_version()
     write_json(os.path.join(folder, "scheduler", "scheduler_config.json"),
-               {"_diffusers_version": version, **scheduler_config(config)})
+               {"_diffusers_version": version, **scheduler})
     write_json(os.path.join(folder, "model_index.json"), {
         "_class_name": "StableDiffusionPipeline", "_diffusers_version": version,
         "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
@@ -152,81 +146,3 @@ def _diffusers_version() -> str:
         return diffusers.__version__
     except ImportError:  # pragma: no cover
         return "0.30.0"
-
-
-def _resolve(path: str) -> str:
-    from jaxhspace.world import resolve_asset
-
-    return resolve_asset(path)
-
-
-def validate(config) -> None:
-    """Config checks run before any work (ValueError naming the field and the fix)."""
-    unet_config(config)
-    for field in ("caption_dropout", "caption_keep_prob", "caption_full_prob"):
-        if not 0.0 <= float(config[field]) <= 1.0:
-            raise ValueError(f"{field}={config[field]} must be in [0, 1]")
-    if not 0.0 <= float(config.ema_decay) < 1.0:
-        raise ValueError(f"ema_decay={config.ema_decay} must be in [0, 1)")
-    for field in ("vae_path", "clip_path"):
-        if not os.path.isfile(os.path.join(_resolve(config[field]), "config.json")):
-            raise ValueError(f"{field}={config[field]!r} has no config.json: train the VAE first "
-                             "(configs/sd_synthfaces/vae.py) or point it at a diffusers AutoencoderKL folder"
-                             if field == "vae_path" else f"{field}={config[field]!r} is not a CLIP folder")
-
-
-def train_latent_ddpm(config, workdir: str) -> dict:
-    """Train (or resume) the text-conditioned latent UNet; at ``total_steps`` export the pipeline folder.
-
-    Returns metrics (also in ``workdir/metrics.json``).
-    """
-    from jaxhspace.checkpoints.clip import save_text_encoder_from_clip
-    from jaxhspace.checkpoints.vae import load_vae
-
-    validate(config)
-    export_dir = check_export_dir(config.get("export_dir"), workdir, WORKDIR_FILES + ("text_encoder",),
-                                  bool(config.get("allow_asset_export", False)))
-    vae_folder, clip_folder = _resolve(config.vae_path), _resolve(config.clip_path)
-    vae, vae_params = load_vae(vae_folder)
-    os.makedirs(workdir, exist_ok=True)
-    text_folder = os.path.join(workdir, "text_encoder")
-    if not os.path.isdir(text_folder):
-        save_text_encoder_from_clip(text_folder, clip_folder)
-    text = TextTower(text_folder, clip_folder)
-    ucfg = unet_config(config)
-    if ucfg.cross_attention_dim != text.model.config.hidden_size:
-        raise ValueError(f"unet.cross_attention_dim={ucfg.cross_attention_dim} must equal the text tower's "
-                         f"hidden_size={text.model.config.hidden_size}")
-    unet = UNet2DConditionModel(ucfg)
-    schedule = make_schedule(config.beta_schedule, config.beta_start, config.beta_end, config.num_train_timesteps)
-    size, f = int(config.image_size), vae.config.downsample_factor
-    init_key, train_key = jax.random.split(jax.random.PRNGKey(config.seed))
-    dummy = jnp.zeros((1, size // f, size // f, ucfg.in_channels))
-    params = unet.init(init_key, dummy, jnp.zeros((1,), jnp.int32),
-                       encoder_hidden_states=jnp.zeros((1, 1, ucfg.cross_attention_dim)))["params"]
-    optimizer = make_optimizer(config.lr, config.warmup_steps, config.grad_clip)
-    state = DDPMState(jnp.array(0, jnp.int32), params, jax.tree.map(jnp.copy, params), optimizer.init(params))
-    step_fn = make_latent_step(unet, vae, vae_params, float(vae.config.scaling_factor), text, schedule, optimizer,
-                               float(config.ema_decay), train_key)
-
-    def batch_fn(step):
-        images, factors = synthfaces.generate(config.seed * 1_000_003 + step, config.batch_size, size=size)
-        return jnp.asarray(images), jnp.asarray(text.ids(batch_captions(config, step, factors)))
-
-    # warm-up then a constant lr: the weights up to any step do not depend on total_steps, so it may change on resume
-    harmless = {"total_steps": "the learning rate does not depend on it"}
-    res = run_training(config, workdir, state, step_fn, batch_fn, "latent-ddpm", BOOKKEEPING, harmless)
-    state = res.state
-    metrics: dict[str, Any] = {"steps_done": int(state.step), "total_steps": int(config.total_steps),
-               "params": int(sum(np.prod(a.shape) for a in jax.tree.leaves(state.params))),
-               "wall_s_this_run": res.wall_s, "final_loss": res.final_loss,
-               "stopped_early": res.stopped_early}
-    if int(state.step) >= config.total_steps and export_dir:
-        ema = jax.device_get(state.ema_params)
-        export_folder(export_dir, lambda p: write_pipeline(p, unet, ema, config, text_folder, clip_folder,
-                                                           vae_folder),
-                      job="latent_ddpm_train", extra={"steps": int(state.step)})
-        metrics["exported_to"] = export_dir
-    with open(os.path.join(workdir, "metrics.json"), "w") as fh:
-        json.dump(metrics, fh, indent=2)
-    return metrics

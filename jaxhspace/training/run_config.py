@@ -1,16 +1,17 @@
 """The config a training run was started with, stored beside its checkpoints, so a resume cannot mix configs.
 
 ``workdir/run_config.json`` holds the config's result-affecting fields (everything but the job's bookkeeping
-fields, e.g. ``max_minutes``, ``export_dir``, ``log_every``). When a run resumes from a checkpoint,
-:func:`check_resume` compares the new config with it and, under the default ``resume_policy="strict"``, refuses any
-change, naming the fields; ``resume_policy="allow"`` resumes anyway and records the change in the file's
-``changes`` list.
+fields, e.g. ``max_minutes``, ``export_dir``, ``log_every``; the job passes them as a flat dict built by
+:func:`result_fields`). When a run resumes from a checkpoint, :func:`check_resume` compares the new fields with it
+and, under the default ``resume_policy="strict"``, refuses any change, naming the fields; ``resume_policy="allow"``
+resumes anyway and records the change in the file's ``changes`` list.
 """
 from __future__ import annotations
 
 import json
 import os
 import warnings
+from typing import Mapping
 
 from jaxhspace.errors import JaxhspaceError
 
@@ -33,32 +34,34 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def result_fields(config, ignore: tuple[str, ...]) -> dict:
-    """The config as a flat JSON-normal dict ``{"a.b": value}`` without the ``ignore`` fields (top-level names)."""
-    d = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+def result_fields(mapping, ignore: tuple[str, ...] = ()) -> dict:
+    """A (nested) mapping, e.g. a job's ConfigDict, as a flat JSON-normal dict ``{"a.b": value}`` without the
+    ``ignore`` fields (top-level names): what :func:`check_resume` stores and compares."""
+    d = mapping.to_dict() if hasattr(mapping, "to_dict") else dict(mapping)
     return _flatten(_plain({k: v for k, v in d.items() if k not in ignore}))
 
 
-def check_resume(config, workdir: str, resuming: bool, ignore: tuple[str, ...],
-                 allowed: dict | None = None) -> list[str]:
-    """Store (fresh run) or compare (resume) the run's result-affecting config; return the changed field names.
+def check_resume(fields: Mapping, workdir: str, resuming: bool, resume_policy: str = "strict",
+                 allowed: Mapping | None = None) -> list[str]:
+    """Store (fresh run) or compare (resume) the run's result-affecting fields; return the changed field names.
 
     Args:
-      config: the job config (``config.resume_policy``: ``"strict"`` (default) or ``"allow"``).
+      fields: the flat ``{name: JSON value}`` that identifies the run (a job builds it with :func:`result_fields`
+        from its config minus the bookkeeping fields).
       workdir: the run's workdir (``workdir/run_config.json``).
       resuming: True if a checkpoint will be restored.
-      ignore: top-level fields that do not affect the result (bookkeeping).
+      resume_policy: ``"strict"`` refuses a changed field, ``"allow"`` resumes anyway and records the change.
       allowed: ``{field: reason}`` of fields whose change the job has found harmless for this resume (not refused).
 
     Raises:
       JaxhspaceError naming ``resume_policy`` if it is unknown, or, under ``"strict"``, every changed field with its
       stored and new value.
     """
-    policy = config.get("resume_policy", "strict") or "strict"
+    policy = resume_policy or "strict"
     if policy not in RESUME_POLICIES:
         raise JaxhspaceError(f"config.resume_policy must be one of {RESUME_POLICIES}, got {policy!r}")
     path = os.path.join(workdir, RUN_CONFIG)
-    current = result_fields(config, ignore)
+    current = _flatten(_plain(dict(fields)))
     stored = None
     if resuming and os.path.isfile(path):
         try:

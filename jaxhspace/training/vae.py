@@ -1,7 +1,8 @@
 """Train a tiny ``AutoencoderKL`` on SynthFaces (the VAE of the embedded text-conditioned default), resumably,
 and export it as a diffusers ``AutoencoderKL`` folder.
 
-Run: ``python -m jaxhspace.main --config configs/sd_synthfaces/vae.py --workdir runs/sd_vae``
+The job is :mod:`jaxhspace.tasks.vae_train`:
+``python -m jaxhspace.main --config configs/sd_synthfaces/vae.py --workdir runs/sd_vae``
 (re-running resumes from the newest checkpoint in ``workdir/checkpoints``).
 
 Loss per image (Rombach et al. 2022, "High-Resolution Image Synthesis with Latent Diffusion Models", App. G: a
@@ -16,9 +17,8 @@ latent scale is set as Stable Diffusion's was: ``scaling_factor = 1 / std`` of p
 """
 from __future__ import annotations
 
-import json
 import os
-from typing import Any, cast
+from typing import cast
 
 import flax
 import jax
@@ -28,9 +28,7 @@ import optax
 
 from jaxhspace.data import synthfaces
 from jaxhspace.data.probe import load_probe
-from jaxhspace.models.vae import AutoencoderKL, AutoencoderKLConfig, DiagonalGaussian
-from jaxhspace.training.loop import BOOKKEEPING, run_training
-from jaxhspace.training.safety import check_export_dir, export_folder
+from jaxhspace.models.vae import AutoencoderKL, DiagonalGaussian
 
 WORKDIR_FILES = ("checkpoints", "train_log.jsonl", "metrics.json", "run_config.json")
 
@@ -62,6 +60,19 @@ def vae_loss(vae: AutoencoderKL, params, x: jax.Array, key: jax.Array, probe_fn,
     return loss, {"rec": jnp.mean(rec), "perceptual": jnp.mean(perc), "kl": jnp.mean(kl)}
 
 
+def make_vae_optimizer(lr: float, final_lr: float, warmup_steps: int, total_steps: int,
+                       grad_clip: float) -> optax.GradientTransformation:
+    """Adam with global-norm clipping on a linear warm-up (0 -> ``lr`` over ``warmup_steps``) and a cosine decay
+    to ``final_lr`` at ``total_steps``."""
+    sched = optax.warmup_cosine_decay_schedule(0.0, lr, warmup_steps, total_steps, final_lr)
+    return optax.chain(optax.clip_by_global_norm(grad_clip), optax.adam(sched))
+
+
+def batch_for_step(seed: int, step: int, batch_size: int, size: int) -> np.ndarray:
+    """The SynthFaces batch of a given step, a pure function of (seed, step) (exact resume). [B, S, S, 3]."""
+    return synthfaces.generate(seed * 1_000_003 + step, batch_size, size=size)[0]
+
+
 def make_vae_step(vae: AutoencoderKL, optimizer, base_key: jax.Array, probe_fn, kl_weight: float,
                   perceptual_weight: float):
     """Jitted ``step(state, x) -> (state, loss)``; randomness ``fold_in(base_key, step)`` (exact resume)."""
@@ -81,11 +92,6 @@ def probe_feature_fn(probe_path: str = ""):
     model, params = load_probe(probe_path or None)
     params = jax.lax.stop_gradient(params)
     return lambda x: model.apply({"params": params}, x)[1]
-
-
-def vae_config(config) -> AutoencoderKLConfig:
-    """The :class:`AutoencoderKLConfig` of ``config.vae`` (diffusers field names)."""
-    return AutoencoderKLConfig.from_dict(dict(config.vae))
 
 
 def latent_scaling_factor(vae: AutoencoderKL, params, seed: int, n: int = 1024, size: int = 32) -> float:
@@ -141,58 +147,3 @@ def _diffusers_version() -> str:
         return diffusers.__version__
     except ImportError:  # pragma: no cover
         return "0.30.0"
-
-
-def validate(config) -> None:
-    """Config checks run before any work (ValueError naming the field)."""
-    vae_config(config)
-    if int(config.image_size) not in synthfaces.SIZES:
-        raise ValueError(f"image_size={config.image_size} must be one of {synthfaces.SIZES} (SynthFaces sizes)")
-    for name in ("kl_weight", "perceptual_weight"):
-        if not float(config[name]) >= 0:
-            raise ValueError(f"{name}={config[name]} must be >= 0")
-    if config.perceptual_weight and int(config.image_size) != 32:
-        raise ValueError("perceptual_weight > 0 needs image_size=32 (the probe reads 32x32 faces); set it to 0")
-
-
-def train_vae(config, workdir: str) -> dict:
-    """Train (or resume) the VAE; at ``total_steps`` measure it and export to ``config.export_dir``.
-
-    Returns metrics (also in ``workdir/metrics.json``): reconstruction MSE/PSNR and probe agreement on held-out
-    faces, the latent ``scaling_factor``, the parameter count.
-    """
-    validate(config)
-    export_dir = check_export_dir(config.get("export_dir"), workdir, WORKDIR_FILES,
-                                  bool(config.get("allow_asset_export", False)))
-    vae = AutoencoderKL(vae_config(config))
-    size = int(config.image_size)
-    init_key, train_key = jax.random.split(jax.random.PRNGKey(config.seed))
-    params = vae.init(init_key, jnp.zeros((1, size, size, 3)))["params"]
-    sched = optax.warmup_cosine_decay_schedule(0.0, config.lr, config.warmup_steps, config.total_steps,
-                                               config.final_lr)
-    optimizer = optax.chain(optax.clip_by_global_norm(config.grad_clip), optax.adam(sched))
-    state = VAEState(jnp.array(0, jnp.int32), params, optimizer.init(params))
-    probe_fn = probe_feature_fn(config.get("probe_path", "")) if config.perceptual_weight else None
-    step_fn = make_vae_step(vae, optimizer, train_key, probe_fn, float(config.kl_weight),
-                            float(config.perceptual_weight))
-
-    def batch_fn(step):
-        return jnp.asarray(synthfaces.generate(config.seed * 1_000_003 + step, config.batch_size, size=size)[0])
-
-    res = run_training(config, workdir, state, step_fn, batch_fn, "vae", BOOKKEEPING)
-    state = res.state
-    metrics: dict[str, Any] = {"steps_done": int(state.step), "total_steps": int(config.total_steps),
-               "params": int(sum(np.prod(a.shape) for a in jax.tree.leaves(state.params))),
-               "wall_s_this_run": res.wall_s, "final_loss": res.final_loss,
-               "stopped_early": res.stopped_early}
-    if int(state.step) >= config.total_steps:
-        eval_seed = int(config.get("eval_seed", 777))
-        metrics["scaling_factor"] = latent_scaling_factor(vae, state.params, eval_seed, size=size)
-        metrics["heldout"] = reconstruction_metrics(vae, state.params, eval_seed + 1, size=size)
-        if export_dir:
-            export_folder(export_dir, lambda p: save_vae_diffusers(p, vae, state.params, metrics["scaling_factor"]),
-                          job="vae_train", extra={"steps": int(state.step)})
-            metrics["exported_to"] = export_dir
-    with open(os.path.join(workdir, "metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=2)
-    return metrics
