@@ -2,12 +2,13 @@
 format) -> a diffusers-format ``UNet2DModel`` folder that :func:`jaxhspace.checkpoints.load_unet` and
 ``diffusers.UNet2DModel.from_pretrained`` both load.
 
-The architecture is ``DDPM`` in kwonminki/Asyrp_official ``models/ddpm/diffusion.py:327-431`` (same as SDEdit's and
-DiffusionCLIP's ``models/diffusion.py``). It is the family of ``google/ddpm-ema-celebahq-256``; the mapping onto
-diffusers' ``UNet2DModel`` config (checked against the official forward in ``tests/test_ddpm_ckpt.py``):
+The architecture is ``DDPM`` in kwonminki/Asyrp_official@a6c82dc:models/ddpm/diffusion.py:327-431 (same as SDEdit's
+and DiffusionCLIP's ``models/diffusion.py``). It is the family of ``google/ddpm-ema-celebahq-256``; the mapping onto
+diffusers' ``UNet2DModel`` config (checked against the official forward in ``tests/test_ddpm_ckpt.py``; the numbers
+in brackets are lines of kwonminki/Asyrp_official@a6c82dc:models/ddpm/diffusion.py):
 
 ===========================================  ==========================================================
-official (diffusion.py line)                 UNetConfig
+official (line of that file)                 UNetConfig
 ===========================================  ==========================================================
 ``ch * ch_mult[i]`` per level (369-370)      ``block_out_channels``; ``ch_mult[0]`` must be 1 (conv_in has ``ch``
                                              outputs and the sinusoid has ``ch`` dims, diffusers uses
@@ -25,9 +26,10 @@ frequencies ``/(half_dim - 1)`` (52-57)
 ``norm_out``, swish, ``conv_out`` (425-430)  ``conv_norm_out``, SiLU, ``conv_out``
 ===========================================  ==========================================================
 
-``resamp_with_conv=False`` (average-pool / conv-less resampling) has no ``UNet2DModel`` counterpart and is rejected.
-The official loader calls ``load_state_dict(..., strict=False)`` (Asyrp ``diffusion_latent.py:124``), which hides
-missing or extra keys; here every missing, unexpected or mis-shaped key is an error, listed in the original names.
+``resamp_with_conv=False`` (average-pool / conv-less resampling) has no ``UNet2DModel`` counterpart and is rejected. The
+official loader calls ``load_state_dict(..., strict=False)`` (kwonminki/Asyrp_official@a6c82dc:diffusion_latent.py:124),
+which hides missing or extra keys; here every missing, unexpected or mis-shaped key is an error, listed in the original
+names.
 """
 from __future__ import annotations
 
@@ -44,10 +46,11 @@ from jaxhspace.checkpoints.unet import LIST_NAMES, param_shapes, state_dict_to_u
 from jaxhspace.models.unet import UNet2DModel, UNetConfig
 
 # The official configs' `model:` section and `data.image_size` (identical in the three files):
-# kwonminki/Asyrp_official@a6c82dc configs/celeba.yml:4,15-25, configs/bedroom.yml:4,15-25,
-# configs/church.yml:4,15-25 (in_channels 3, out_ch 3, ch 128, ch_mult [1,1,2,2,4,4], num_res_blocks 2,
+# kwonminki/Asyrp_official@a6c82dc:configs/celeba.yml:4,15-25, …:configs/bedroom.yml:4,15-25,
+# …:configs/church.yml:4,15-25 (in_channels 3, out_ch 3, ch 128, ch_mult [1,1,2,2,4,4], num_res_blocks 2,
 # attn_resolutions [16], dropout 0.0, resamp_with_conv True, image_size 256). Their `diffusion:` section
-# (celeba.yml:27-31 etc.: linear betas 1e-4 .. 0.02, 1000 steps) becomes scheduler_config.json.
+# (kwonminki/Asyrp_official@a6c82dc:configs/celeba.yml:27-31 etc.: linear betas 1e-4 .. 0.02, 1000 steps) becomes
+# scheduler_config.json.
 _CELEBA_FAMILY = dict(in_channels=3, out_ch=3, ch=128, ch_mult=(1, 1, 2, 2, 4, 4), num_res_blocks=2,
                       attn_resolutions=(16,), dropout=0.0, resamp_with_conv=True, image_size=256)
 PRESETS: dict[str, dict] = {
@@ -55,7 +58,8 @@ PRESETS: dict[str, dict] = {
     "bedroom": dict(_CELEBA_FAMILY),         # configs/bedroom.yml (SDEdit bedroom.ckpt)
     "church_outdoor": dict(_CELEBA_FAMILY),  # configs/church.yml (SDEdit church_outdoor.ckpt)
 }
-# The official configs' `diffusion:` section (celeba.yml:27-31, bedroom.yml:27-31, church.yml:27-31); DDIM with
+# The official configs' `diffusion:` section (kwonminki/Asyrp_official@a6c82dc:configs/celeba.yml:27-31,
+# …:configs/bedroom.yml:27-31, …:configs/church.yml:27-31); DDIM with
 # ᾱ_prev = 1 at the last step (Asyrp's generation ends at ᾱ = 1) and no x0 clipping (Asyrp never clips).
 SCHEDULER_CONFIG = {"_class_name": "DDIMScheduler", "beta_schedule": "linear", "beta_start": 0.0001,
                     "beta_end": 0.02, "num_train_timesteps": 1000, "clip_sample": False, "set_alpha_to_one": True,
@@ -70,7 +74,8 @@ _HO_ANCHORS = ("temb.dense.0.weight", "conv_in.weight", "mid.block_1.conv1.weigh
 
 @dataclasses.dataclass(frozen=True)
 class HoArch:
-    """The official config's ``model:`` keys plus ``data.image_size`` (Asyrp ``models/ddpm/diffusion.py:331-337``).
+    """The official config's ``model:`` keys plus ``data.image_size``
+    (kwonminki/Asyrp_official@a6c82dc:models/ddpm/diffusion.py:331-337).
 
     Attributes:
       ch: base width (128 in the official configs); ``ch * m`` must be a multiple of 32 (GroupNorm(32)).
@@ -197,8 +202,8 @@ def diffusers_to_ho_key(key: str, num_levels: int) -> str:
     """Official key of one diffusers ``UNet2DModel`` key (``num_levels = len(ch_mult)``).
 
     ``down_blocks.L`` is ``down.L``; ``up_blocks.i`` is ``up.(num_levels - 1 - i)`` (the official ``self.up`` is
-    indexed by level, diffusion.py:422); the mid block's ``resnets.0 / attentions.0 / resnets.1`` are
-    ``mid.block_1 / attn_1 / block_2``.
+    indexed by level, kwonminki/Asyrp_official@a6c82dc:models/ddpm/diffusion.py:422); the mid block's
+    ``resnets.0 / attentions.0 / resnets.1`` are ``mid.block_1 / attn_1 / block_2``.
     """
     m = _BLOCK_KEY.match(key)
     if m:

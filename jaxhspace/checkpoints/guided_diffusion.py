@@ -49,9 +49,10 @@ PRESETS: dict[str, dict[str, Any]] = {
                                             "weights pretrained/metface_p2.pt (configs/paths_config.py:18)"),
     "celeba_hq_p2": dict(_FACES_128, _source=f"{_ASYRP}:models/guided_diffusion/script_util.py:29-46 "
                                              "(CELEBA_HQ_P2_DICT); P2-weighting CelebA-HQ 256 (README.md:38)"),
-    # Asyrp's IMAGENET_DICT (improved_ddpm/script_util.py:25-42) says class_cond=True, but the file it loads
-    # (paths_config.py:16) is the unconditional model and its forward never uses label_emb (unet.py:676-692,
-    # loaded with strict=False, so label_emb stays random and unused): the file's own flags are guided-diffusion's.
+    # Asyrp's IMAGENET_DICT (kwonminki/Asyrp_official@a6c82dc:models/improved_ddpm/script_util.py:25-42) says
+    # class_cond=True, but the file it loads (…:configs/paths_config.py:16) is the unconditional model and its forward
+    # never uses label_emb (…:models/improved_ddpm/unet.py:676-692, loaded with strict=False, so label_emb stays
+    # random and unused): the file's own flags are guided-diffusion's.
     "imagenet256_uncond": dict(
         image_size=256, num_channels=256, num_res_blocks=2, channel_mult="", learn_sigma=True, class_cond=False,
         use_checkpoint=False, attention_resolutions="32,16,8", num_heads=4, num_head_channels=64,
@@ -61,8 +62,9 @@ PRESETS: dict[str, dict[str, Any]] = {
                 "default, unused with num_head_channels 64)"),
 }
 
-#: The schedule every preset was trained with (Asyrp configs/{afhq,ffhq,metface,celeba_p2,imagenet}.yml:28-31;
-#: guided-diffusion README.md:70 ``--noise_schedule linear --diffusion_steps 1000``).
+#: The schedule every preset was trained with
+#: (kwonminki/Asyrp_official@a6c82dc:configs/{afhq,ffhq,metface,celeba_p2,imagenet}.yml:27-32, `diffusion:`;
+#: openai/guided-diffusion@22e0df8:README.md:70 ``--noise_schedule linear --diffusion_steps 1000``).
 SCHEDULER_CONFIG = {"_class_name": "DDIMScheduler", "beta_schedule": "linear", "beta_start": 0.0001, "beta_end": 0.02,
                     "num_train_timesteps": 1000, "clip_sample": False, "set_alpha_to_one": True, "steps_offset": 0,
                     "prediction_type": "epsilon"}

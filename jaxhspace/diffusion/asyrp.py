@@ -1,17 +1,17 @@
 """The asymmetric reverse process of Asyrp (Kwon et al., 2023), official form.
 
-One step (utils/diffusion_utils.py:84-97 of kwonminki/Asyrp_official)::
+One step (kwonminki/Asyrp_official@a6c82dc:utils/diffusion_utils.py:84-97)::
 
     P_t    = (x_t - sqrt(1 - a_t) eps_edit) / sqrt(a_t)        # x0 from the *edited* eps (h + Δh)
     c1     = eta * sqrt((1 - a_t / a_prev) * (1 - a_prev) / (1 - a_t))
     c2     = sqrt(1 - a_prev - c1^2)
     x_prev = sqrt(a_prev) P_t + c2 * eps + c1 * z                # direction and noise: *unedited* eps
 
-P_t is never clamped. The sampler (``save_image``, diffusion_latent.py:499-520) walks the reversed
-grid and
+P_t is never clamped. The sampler (``save_image``, kwonminki/Asyrp_official@a6c82dc:diffusion_latent.py:499-520)
+walks the reversed grid and
 
-* edits only where ``t >= t_edit`` (checked inside the UNet, models/ddpm/diffusion.py:510; below it
-  ε̃ = ε, so the step is plain DDIM);
+* edits only where ``t >= t_edit`` (checked inside the UNet,
+  kwonminki/Asyrp_official@a6c82dc:models/ddpm/diffusion.py:510; below it ε̃ = ε, so the step is plain DDIM);
 * uses η = 1 ("quality boosting") where ``t < t_boost`` (strict), η = 0 (or ``eta``) elsewhere.
 
 This module knows nothing of UNets: the model enters as
@@ -129,8 +129,10 @@ def asyrp_reverse(
       x_T: [B, H, W, C] latent (e.g. from :func:`~jaxhspace.diffusion.ddim.ddim_invert`).
       timesteps: [S] strictly descending.
       schedule: the Schedule.
-      t_edit: edit where t >= t_edit (official README: 500; > max t disables editing).
-      t_boost: boosting (η = boost_eta) where t < t_boost (official README: 200; 0 disables it).
+      t_edit: edit where t >= t_edit (official 500: kwonminki/Asyrp_official@a6c82dc:README.md:100;
+        > max t disables editing).
+      t_boost: boosting (η = boost_eta) where t < t_boost (official 200: kwonminki/Asyrp_official@a6c82dc:README.md:101;
+        0 disables it).
       key: PRNG key for stochastic steps; step i uses ``fold_in(key, i)`` — the same convention as
         :func:`~jaxhspace.diffusion.ddim.ddim_sample`, so without edits both give identical results.
       eta: η above t_boost (official: 0).

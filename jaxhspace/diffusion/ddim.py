@@ -3,7 +3,7 @@
 Pure, model-agnostic functions. A model enters only as ``eps_fn(x, t) -> eps`` with
 ``x`` [B, H, W, C] float32 (NHWC; any trailing shape works) and ``t`` [B] int32.
 
-Update (DDIM paper eq. 12; Asyrp utils/diffusion_utils.py:84-97)::
+Update (DDIM paper eq. 12; Asyrp kwonminki/Asyrp_official@a6c82dc:utils/diffusion_utils.py:84-97)::
 
     P_t    = (x_t - sqrt(1 - a_t) eps) / sqrt(a_t)                            # predicted x0, never clamped
     sigma  = eta * sqrt((1 - a_t / a_prev) * (1 - a_prev) / (1 - a_t))          # = DDIM sigma_t(eta)
@@ -391,8 +391,8 @@ def ddim_invert(
 ):
     """Deterministic DDIM inversion (η = 0): the DDIM update run forward along an ascending grid.
 
-    Asyrp convention (diffusion_latent.py:1034-1044): start from the clean image *as if it were x at
-    t = seq[0]* and step over pairs (seq[k], seq[k+1]), k = 0..n−2:
+    Asyrp convention (kwonminki/Asyrp_official@a6c82dc:diffusion_latent.py:1034-1044): start from the clean image
+    *as if it were x at t = seq[0]* and step over pairs (seq[k], seq[k+1]), k = 0..n−2:
     ``x_{seq[k+1]} = √ᾱ_{k+1}·P_{seq[k]}(ε) + √(1−ᾱ_{k+1})·ε`` with ε = eps_fn(x, seq[k]).
     For ``asyrp_timesteps(n)`` the first ε is evaluated at t = 0 on the clean image with
     ᾱ_0 = 0.9999 (not 1) and the result is the latent at t = 999. The matching reconstruction is

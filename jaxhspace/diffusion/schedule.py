@@ -207,7 +207,8 @@ def _check_n(n, upper: int, what: str) -> int:
 def asyrp_timesteps(n: int, t0: int = 999) -> np.ndarray:
     """The official Asyrp grid, **ascending**: ``[int(s + 1e-6) for s in np.linspace(0, 1, n) * t0]``.
 
-    Official: diffusion_latent.py:955-957 (also 891, 1091, 1211). n = 40 gives [0, 25, 51, 76, ..., 973, 999].
+    Official: kwonminki/Asyrp_official@a6c82dc:diffusion_latent.py:955-957 (also 891, 1091, 1211).
+    n = 40 gives [0, 25, 51, 76, ..., 973, 999].
     The ``+ 1e-6`` matters: plain ``(np.linspace(0, 1, n) * t0).astype(int)`` differs for 46 values of
     n <= 1000 with t0 = 999 (e.g. n = 10: 776 instead of 777).
     Inversion walks it forward (pairs (seq[k], seq[k+1])); sampling walks ``seq[::-1]`` and its last
@@ -321,8 +322,8 @@ def diffusers_prev_timesteps(
 def inversion_pairs(timesteps: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(t, t_next) pairs for DDIM inversion over an **ascending** grid: (seq[k], seq[k+1]), k = 0..n-2.
 
-    Asyrp convention (diffusion_latent.py:1034-1044): the first ε is evaluated on the clean image at
-    t = seq[0] (= 0, where ᾱ_0 = 0.9999, not 1). A grid of n points gives n - 1 inversion steps.
+    Asyrp convention (kwonminki/Asyrp_official@a6c82dc:diffusion_latent.py:1034-1044): the first ε is evaluated on
+    the clean image at t = seq[0] (= 0, where ᾱ_0 = 0.9999, not 1). A grid of n points gives n - 1 inversion steps.
 
     Returns:
       (t [n-1], t_next [n-1]) int64 arrays (empty if n = 1).

@@ -10,23 +10,24 @@ Pieces
   ``delta.validate(h_shape)`` and ``delta.timesteps``.
 * :func:`eps_pair_fn`: ``(x, t, edit) -> (ε, ε̃)`` with ONE encoder pass and two decoder passes
   (:func:`jaxhspace.models.functional.eps_pair`): ε = dec(h, skips), ε̃ = dec(h + s·Δh, skips) with the *unedited*
-  skips (official DM:544-559).
+  skips (official kwonminki/Asyrp_official@a6c82dc:models/ddpm/diffusion.py:544-559).
 * :func:`asyrp_edit`: DDIM inversion on the Asyrp grid (n_inv) and the asymmetric reverse process
   (n_test, t_edit / t_boost gating via :func:`jaxhspace.diffusion.asyrp.asyrp_reverse`).
 * Δh algebra: :func:`collect_delta_h`, :func:`delta_h_mean_over_samples`, :func:`delta_h_global`,
   :func:`combine_delta_h`, :func:`interpolation_scales`, :func:`save_delta_h` / :func:`load_delta_h`.
 
-Scaling (reference §5): the coefficient applied to a *trained editor's* Δh at test time is
-``scaling_factor = n_train_step / n_test_step · scale`` (DL:626; pass ``n_train_step``); negative scales
-are allowed (interpolation / extrapolation, README:220). Multi-attribute: h + Σ_i (c_i/√N)·s·Δh_i (DL:630-655).
+Scaling: the coefficient applied to a *trained editor's* Δh at test time is
+``scaling_factor = n_train_step / n_test_step · scale`` (kwonminki/Asyrp_official@a6c82dc:diffusion_latent.py:626;
+pass ``n_train_step``); negative scales are allowed (interpolation / extrapolation, …:README.md:220).
+Multi-attribute: h + Σ_i (c_i/√N)·s·Δh_i (kwonminki/Asyrp_official@a6c82dc:diffusion_latent.py:630-655).
 
 Differences from the official code
 ----------------------------------
 * **External Δh is linear**: h + s·Δh for a supplied Δh array/table (the paper's formula). The released
   ``forward`` routes an externally supplied Δh through the DiffStyle slerp branch
-  h2 = slerp(1 − hs_coeff[0], h, ‖h‖·Δh/‖Δh‖) (DM:518-539), which at hs_coeff_origin_h = 1 is the identity, i.e.
-  the released global-Δh path does not edit at all; only ``forward_layer_check`` (DM:633) is linear. We follow
-  the paper.
+  h2 = slerp(1 − hs_coeff[0], h, ‖h‖·Δh/‖Δh‖) (kwonminki/Asyrp_official@a6c82dc:models/ddpm/diffusion.py:518-539),
+  which at hs_coeff_origin_h = 1 is the identity, i.e. the released global-Δh path does not edit at all; only
+  ``forward_layer_check`` (…:models/ddpm/diffusion.py:633) is linear. We follow the paper.
 * ``hs_coeff_origin_h`` (the coefficient on h) is fixed to 1 (the official default).
 * Noise of the η = 1 "boosting" steps is ``fold_in(fold_in(key, image_id), step)``, independent of the batch
   composition and shared across edits/scales (columns of a grid differ only by the edit); the official code uses
@@ -197,7 +198,8 @@ class TableDelta:
 
 @struct.dataclass
 class CombinedDelta:
-    """Multi-attribute Δh = Σ_i (c_i/√N)·Δh_i (official weighting, DL:630-655; DM:513-516).
+    """Multi-attribute Δh = Σ_i (c_i/√N)·Δh_i (official weighting,
+    kwonminki/Asyrp_official@a6c82dc:diffusion_latent.py:630-655; …:models/ddpm/diffusion.py:513-516).
 
     Attributes:
       parts: tuple of N Δh sources.
@@ -366,7 +368,8 @@ def delta_h_eps_pair_fn(unet, params, delta_h, scale=1.0, timesteps: Optional[Se
 
 
 def scaling_factor(scale, n_test_step: int, n_train_step: Optional[int] = None):
-    """Official test-time coefficient on a trained editor's Δh: ``n_train_step / n_test_step · scale`` (DL:626).
+    """Official test-time coefficient on a trained editor's Δh: ``n_train_step / n_test_step · scale``
+    (kwonminki/Asyrp_official@a6c82dc:diffusion_latent.py:626).
 
     ``n_train_step=None`` (externally supplied directions, no training grid) returns ``scale`` unchanged.
     Works elementwise on arrays of scales.
@@ -388,8 +391,9 @@ def _invert_jit(params, schedule, x0, *, unet, ts):
 
 def invert(unet, params, schedule: Schedule, x0, n_inv: int = 40) -> Array:
     """DDIM inversion (η = 0) of images ``x0 [B,H,W,C]`` in [-1, 1] along the Asyrp grid ``asyrp_timesteps(n_inv)``,
-    from t = 0 (ᾱ_0 = 0.9999) to t = 999; returns x_lat ``[B,H,W,C]`` (official DL:1034-1044). Jitted with the
-    params traced (one compile per shape and n_inv)."""
+    from t = 0 (ᾱ_0 = 0.9999) to t = 999; returns x_lat ``[B,H,W,C]`` (official
+    kwonminki/Asyrp_official@a6c82dc:diffusion_latent.py:1034-1044). Jitted with the params traced (one compile per
+    shape and n_inv)."""
     x0 = _check_images(unet, x0, "x0")
     ts = tuple(int(t) for t in asyrp_timesteps(n_inv, schedule.num_train_timesteps - 1))
     return _invert_jit(params, schedule, x0, unet=unet, ts=ts)
@@ -548,7 +552,8 @@ def _collect_jit(params, schedule, delta, coeff, x_lat, *, unet, ts, tps):
 
 def collect_delta_h(unet, params, schedule: Schedule, delta: DeltaSource, x_lat: Array, n_test: int = 40,
                     t_edit: int = 500, scale: float = 1.0, n_train_step: Optional[int] = None):
-    """Raw Δh along the edited trajectories (official ``--num_mean_of_delta_hs``, DL:612-623, 811-835).
+    """Raw Δh along the edited trajectories (official ``--num_mean_of_delta_hs``,
+    kwonminki/Asyrp_official@a6c82dc:diffusion_latent.py:612-623, 811-835).
 
     Runs the asymmetric reverse (η = 0) from ``x_lat [N,H,W,C]`` over the grid points t ≥ t_edit with coefficient
     ``scaling_factor(scale, n_test, n_train_step)`` and records the *unscaled* Δh = delta(h, temb, t) at each t.
@@ -621,8 +626,9 @@ def combine_delta_h(delta_hs, coeffs: Optional[Sequence[float]] = None, scale: f
 
 
 def interpolation_scales(min_delta: float = -1.0, max_delta: float = 1.0, num: int = 5) -> np.ndarray:
-    """Scales of the official ``--delta_interpolation`` (linspace(min_delta, max_delta, num_delta), DL:726-755).
-    Negative values edit in the opposite direction. ``[num]`` float32."""
+    """Scales of the official ``--delta_interpolation`` (linspace(min_delta, max_delta, num_delta),
+    kwonminki/Asyrp_official@a6c82dc:diffusion_latent.py:726-755). Negative values edit in the opposite direction.
+    ``[num]`` float32."""
     if num < 1:
         raise ValueError(f"num must be >= 1, got {num}")
     return np.linspace(min_delta, max_delta, num).astype(np.float32)

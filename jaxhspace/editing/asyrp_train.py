@@ -1,5 +1,5 @@
 """Train an Asyrp editor f_t (DeltaBlock) with the CLIP directional loss, as the official ``run_training``
-(diffusion_latent.py:129-410 of kwonminki/Asyrp_official; reference §4), resumably.
+(kwonminki/Asyrp_official@a6c82dc:diffusion_latent.py:129-410), resumably.
 
 Per batch (images x0, inverted latents x_lat) the reversed training grid ``asyrp_timesteps(n_train)[::-1]`` is
 walked from 999 down to the last grid point t ≥ t_edit. At each t, with x̂ (edited trajectory) and x̃ (reference):
@@ -87,8 +87,8 @@ POSITIVE = ("lr", "lr_gamma", "lpips_edit_th", "lpips_addnoise_th")
 @dataclasses.dataclass(frozen=True)
 class AsyrpTrainSettings:
     """Everything :func:`train_asyrp` needs besides the models and the images; defaults are the released runs'
-    (script_train.sh / README / released checkpoints of kwonminki/Asyrp_official@a6c82dc), as in
-    ``configs/asyrp_train.py``.
+    (kwonminki/Asyrp_official@a6c82dc:script_train.sh:10-38, …:README.md:96-101 and the released checkpoints'
+    names, e.g. …:checkpoint/smiling_LC_CelebA_HQ_t999_ninv40_ngen40_0.pth), as in ``configs/asyrp_train.py``.
 
     Attributes:
       src_text, tgt_text: the CLIP texts of the edit ("face" -> "smiling face").
@@ -330,7 +330,7 @@ def epoch_order(seed: int, epoch: int, n: int, shuffle: bool) -> np.ndarray:
 
 def text_cosine(clip_model, clip_params, tokenizer, src: str, tgt: str) -> float:
     """cos(E_T(src), E_T(tgt)) of the raw strings (no templates), the official weight of the L1 term and of the
-    t_edit threshold (DL:1321-1329)."""
+    t_edit threshold (kwonminki/Asyrp_official@a6c82dc:diffusion_latent.py:1321-1329)."""
     f = l2_normalize(encode_texts(clip_model, clip_params, tokenizer, [src, tgt]))
     return float(jnp.sum(f[0] * f[1]))
 

@@ -11,8 +11,8 @@ Our folder format (written atomically by :func:`save_editor`, with jaxhspace's e
                               out_layers.0.{weight,bias}, out_layers.3.weight [C, C, 1, 1], out_layers.3.bias
 
 so the weights file also loads into the official PyTorch DeltaBlock with ``load_state_dict``. ``meta`` keeps what
-test-time scaling needs (``n_train_step``: Δh is scaled by n_train_step / n_test_step, reference §5) plus the
-texts, t_edit / t_boost and the training settings.
+test-time scaling needs (``n_train_step``: Δh is scaled by n_train_step / n_test_step,
+kwonminki/Asyrp_official@a6c82dc:diffusion_latent.py:626) plus the texts, t_edit / t_boost and the training settings.
 
 Official checkpoints (``checkpoint/<exp>_LC_<attr>_t999_ninv40_ngen40_0.pth``) are torch-saved dicts
 ``{'0': DeltaBlock.state_dict(), 'optimizer': ..., 'scheduler': ...}``; :func:`read_official_checkpoint`

@@ -1,6 +1,8 @@
 """Editing along pullback directions (Park et al., NeurIPS 2023), ``x_space_guidance`` in the official code:
 
-    x_{j+1} = x_j + γ·[ε(x_j + λ·v, t) − ε(x_j, t)],   j = 0..N−1            (official edit.py:1716-1734)
+    x_{j+1} = x_j + γ·[ε(x_j + λ·v, t) − ε(x_j, t)],   j = 0..N−1
+
+(official enkeejunior1/Diffusion-Pullback@859c012:src/modules/edit.py:1716-1734)
 
 with a unit direction v in X at the editing time t (official: γ = 0.1, λ = 1, N = 16, v fixed), then
 DDIM sampling continues from t to 0 with η = 1 ("performance boosting") below t_boost.
@@ -8,19 +10,20 @@ DDIM sampling continues from t to 0 with η = 1 ("performance boosting") below t
 Beyond the official loop, :func:`reprojected_edit_steps` recomputes the local basis at every edited
 point and re-projects the direction onto the new tangent space (v ← VᵀV v / ‖·‖), the seeds' steps 5-6.
 
-Timestep grids (:func:`park_invert`, ``park_grid`` / ``park_inversion``; enkeejunior1/Diffusion-Pullback@859c012):
+Timestep grids (:func:`park_invert`, ``park_grid`` / ``park_inversion``):
 
 * ``park_grid="asyrp"`` (default): the integer Asyrp grid, η = 1 where t < t_boost, and a last noiseless step
   0 → −1 (ᾱ = 1). With 100 steps and t_boost = 200 that is 19 noisy steps.
-* ``park_grid="official"``: the official ``YHCustomScheduler`` float grid s_k = k·t_max/(n−1) (utils.py:1182-1195;
-  sampling walks s_{n−1} → … → s_1 → s_0 = 0 and ends with ᾱ_0, n − 1 steps; the UNet gets the float t, ᾱ is read
-  at ⌊t⌋ as ``extract``'s ``t.long()``, utils.py:1314); η = 1 from the grid index nearest t_boost on
-  (edit.py:584, 1650-1653: with 100 steps and t_boost = 200 that is t ≈ 201.8, 20 noisy steps, the last one to ᾱ_0);
-  the edit time is the grid point nearest ``edit_t`` (edit.py:583).
+* ``park_grid="official"``: the official ``YHCustomScheduler`` float grid s_k = k·t_max/(n−1)
+  (enkeejunior1/Diffusion-Pullback@859c012:src/utils/utils.py:1182-1195; sampling walks s_{n−1} → … → s_1 → s_0 = 0
+  and ends with ᾱ_0, n − 1 steps; the UNet gets the float t, ᾱ is read at ⌊t⌋ as ``extract``'s ``t.long()``,
+  …:src/utils/utils.py:1314); η = 1 from the grid index nearest t_boost on (…:src/modules/edit.py:584, 1650-1653:
+  with 100 steps and t_boost = 200 that is t ≈ 201.8, 20 noisy steps, the last one to ᾱ_0); the edit time is the
+  grid point nearest ``edit_t`` (enkeejunior1/Diffusion-Pullback@859c012:src/modules/edit.py:583).
 * ``park_inversion="to_edit_t"`` (default): DDIM inversion stops at the edit time. ``park_inversion="official"``:
-  the inversion breaks before its last step (edit.py:645-648: x at s_{n−2} ≈ 988.9 for n = 100) and DDIM samples
-  from it *as if it were x at the top* s_{n−1} = 999 down to the edit time (edit.py:703-707). The two give
-  different x_t (not just an inversion error apart).
+  the inversion breaks before its last step (enkeejunior1/Diffusion-Pullback@859c012:src/modules/edit.py:645-648:
+  x at s_{n−2} ≈ 988.9 for n = 100) and DDIM samples from it *as if it were x at the top* s_{n−1} = 999 down to the
+  edit time (…:src/modules/edit.py:703-707). The two give different x_t (not just an inversion error apart).
 """
 from __future__ import annotations
 
@@ -176,11 +179,12 @@ def _check_grid(n_steps, t_max) -> tuple[int, int]:
 def park_official_grid(n_steps: int, t_max: int = 999) -> np.ndarray:
     """The official float grid, **ascending**: s_k = k·t_max/(n−1) rounded to float32, k = 0..n−1.
 
-    Official: ``torch.linspace(0, 1, n) * t_max`` in float32 (utils.py:1183, 1190), whose rounding depends on the
-    device (CPU vector width, CUDA FMA contraction): it is within 2 ulp of the correctly rounded value used here.
-    ⌊s_k⌋ (the ᾱ index, ``t.long()``) is then the same except where k·t_max/(n−1) is an integer and torch lands
-    1 ulp below it (then the official reads ᾱ one index lower): never for n = 100 on CPU or on a GPU kernel with
-    FMA (t = 111, 222, …, 999 exact), but e.g. 665.99994 for n = 4 on CPU (200 of the n in 2..1000 on CPU).
+    Official: ``torch.linspace(0, 1, n) * t_max`` in float32
+    (enkeejunior1/Diffusion-Pullback@859c012:src/utils/utils.py:1183, 1190), whose rounding depends on the device (CPU
+    vector width, CUDA FMA contraction): it is within 2 ulp of the correctly rounded value used here. ⌊s_k⌋ (the ᾱ
+    index, ``t.long()``) is then the same except where k·t_max/(n−1) is an integer and torch lands 1 ulp below it (then
+    the official reads ᾱ one index lower): never for n = 100 on CPU or on a GPU kernel with FMA (t = 111, 222, …, 999
+    exact), but e.g. 665.99994 for n = 4 on CPU (200 of the n in 2..1000 on CPU).
 
     Returns:
       float32 [n].
@@ -193,7 +197,8 @@ def park_official_sampling_steps(n_steps: int, t_max: int = 999) -> tuple[np.nda
     """(t [n−1], t_next [n−1]) float32, descending: the official sampling pairs (s_{n−1}, s_{n−2}), …, (s_1, s_0 = 0).
 
     Official ``set_timesteps(n)``: ``timesteps = reversed(seq[1:])``, ``timesteps_next = reversed(seq[:-1])``
-    (utils.py:1193-1195). The last step lands on t = 0, i.e. ᾱ_0 (not ᾱ = 1).
+    (enkeejunior1/Diffusion-Pullback@859c012:src/utils/utils.py:1193-1195). The last step lands on t = 0, i.e. ᾱ_0 (not
+    ᾱ = 1).
     """
     s = park_official_grid(n_steps, t_max)
     return s[1:][::-1].copy(), s[:-1][::-1].copy()
@@ -202,9 +207,9 @@ def park_official_sampling_steps(n_steps: int, t_max: int = 999) -> tuple[np.nda
 def park_official_inversion_steps(n_steps: int, t_max: int = 999) -> tuple[np.ndarray, np.ndarray]:
     """(t [n−2], t_next [n−2]) float32, ascending: the inversion steps the official code runs.
 
-    ``set_timesteps(n, is_inversion=True)`` builds seq = s + 1e-6 (float32), steps (seq[k], seq[k+1]) for
-    k = 0..n−2 (utils.py:1184-1188), and ``run_DDIMinversion`` breaks before the last one (edit.py:645-648),
-    so the result is x at seq[n−2] (≈ 988.9 for n = 100), not at t_max.
+    ``set_timesteps(n, is_inversion=True)`` builds seq = s + 1e-6 (float32), steps (seq[k], seq[k+1]) for k = 0..n−2
+    (enkeejunior1/Diffusion-Pullback@859c012:src/utils/utils.py:1184-1188), and ``run_DDIMinversion`` breaks before the
+    last one (…:src/modules/edit.py:645-648), so the result is x at seq[n−2] (≈ 988.9 for n = 100), not at t_max.
     """
     s = park_official_grid(n_steps, t_max) + np.float32(1e-6)
     return s[:-2].copy(), s[1:-1].copy()
@@ -212,7 +217,8 @@ def park_official_inversion_steps(n_steps: int, t_max: int = 999) -> tuple[np.nd
 
 def park_official_index(n_steps: int, t, t_max: int = 999) -> int:
     """Index of the descending sampling timestep nearest ``t`` (official ``(timesteps - t).abs().argmin()``,
-    edit.py:583-584, with t = edit_t·1000 or performance_boosting_t·1000)."""
+    enkeejunior1/Diffusion-Pullback@859c012:src/modules/edit.py:583-584, with t = edit_t·1000 or
+    performance_boosting_t·1000)."""
     ts, _ = park_official_sampling_steps(n_steps, t_max)
     return int(np.argmin(np.abs(ts - np.float32(t))))
 
@@ -220,8 +226,9 @@ def park_official_index(n_steps: int, t, t_max: int = 999) -> int:
 def park_official_etas(n_steps: int, t_boost, t_max: int = 999) -> np.ndarray:
     """η per official sampling step [n−1] float32: 1 from the index b nearest ``t_boost`` on, else 0.
 
-    Official (edit.py:584, 1650-1653): ``eta = 1 if b <= i and b != len(timesteps) - 1``; t_boost <= 0 gives
-    b = 1000 (never). With n = 100 and t_boost = 200: b = 79 (t ≈ 201.8), η = 1 for the last 20 steps.
+    Official (enkeejunior1/Diffusion-Pullback@859c012:src/modules/edit.py:584, 1650-1653):
+    ``eta = 1 if b <= i and b != len(timesteps) - 1``; t_boost <= 0 gives b = 1000 (never). With n = 100 and
+    t_boost = 200: b = 79 (t ≈ 201.8), η = 1 for the last 20 steps.
     """
     n, t_max = _check_grid(n_steps, t_max)
     i = np.arange(n - 1)
@@ -243,7 +250,8 @@ def _park_step_fn(static, consts, x, inp):
 
 def park_official_steps(eps_fn: Callable, x, t, t_next, schedule: Schedule, etas=None, key=None, noise=None,
                         return_trajectory: bool = False):
-    """DDIM steps over float timestep pairs (official ``YHCustomScheduler.step``, utils.py:1197-1235), one scan.
+    """DDIM steps over float timestep pairs (official ``YHCustomScheduler.step``,
+    enkeejunior1/Diffusion-Pullback@859c012:src/utils/utils.py:1197-1235), one scan.
 
     Step i: ε = eps_fn(x, t_i) with the float t_i, ᾱ_t = ᾱ[⌊t_i⌋], ᾱ_next = ᾱ[⌊t_next_i⌋] (``extract``'s
     ``t.long()``), x ← √ᾱ_next·P_t + √(1 − ᾱ_next − σ²)·ε + σ·z with σ = η√((1 − ᾱ_t/ᾱ_next)(1 − ᾱ_next)/(1 − ᾱ_t)).

@@ -1,5 +1,5 @@
 """Choosing Asyrp's t_edit and t_boost from distance curves, as the official ``set_t_edit_t_addnoise`` /
-``compute_lpips_distance`` (diffusion_latent.py:1191-1412; reference §2).
+``compute_lpips_distance`` (kwonminki/Asyrp_official@a6c82dc:diffusion_latent.py:1191-1412).
 
 The official code DDIM-inverts training images with 1000 steps and records, for each inversion step i → j,
 ``d(P_i, x0)`` ("x0_t" curve: how far the *predicted* x0 is from the image) and ``d(x_j, x0)`` ("x" curve: how
@@ -57,7 +57,8 @@ def distance_curves(unet, params, schedule: Schedule, x0, metric, n_steps: int =
 
 
 def first_t_at_least(ts: Sequence[int], values: Sequence[float], th: float) -> int:
-    """The smallest t (in ascending order of ``ts``) whose curve value is ≥ ``th`` (official DL:1373-1376).
+    """The smallest t (in ascending order of ``ts``) whose curve value is ≥ ``th`` (official
+    kwonminki/Asyrp_official@a6c82dc:diffusion_latent.py:1373-1376).
 
     Raises:
       ValueError if no value reaches ``th`` (the message gives the curve's maximum).

@@ -1,18 +1,20 @@
-"""CLIP directional loss (StyleGAN-NADA; as used by Asyrp, ``losses/clip_loss.py`` CL:11-28, 90-117, 170-180).
+"""CLIP directional loss (StyleGAN-NADA; as used by Asyrp,
+kwonminki/Asyrp_official@a6c82dc:losses/clip_loss.py:11-28, 90-117, 170-180).
 
     ΔT = normalize( mean_templates [ normalize(E_T(tmpl(tgt))) − normalize(E_T(tmpl(src))) ] )
     ΔI = normalize( normalize(E_I(x_edit)) − normalize(E_I(x_src)) )       (+1e-7 in the denominator)
     L_dir = 1 − cos(ΔI, ΔT)
-    Asyrp's L_clip = −log((2 − L_dir)/2) = −log((1 + cos)/2)              (DL:343)
+    Asyrp's L_clip = −log((2 − L_dir)/2) = −log((1 + cos)/2)
+                                                       (kwonminki/Asyrp_official@a6c82dc:diffusion_latent.py:343)
 
 In Asyrp, ``x_src`` is the *real* image x0 and ``x_edit`` the edited P_t. Differences from the official code:
 losses here are returned **per example**, and the trainer's default averages the per-example Asyrp losses,
 mean_b −log((1 + cos_b)/2). The official code at batch > 1 instead takes −log of the *batch-mean* directional loss,
-−log((2 − mean_b L_dir_b)/2), and uses the LAST image's x0 as every example's source (CL:180 ``.mean()``; DL:343;
-its x0 is the last image of the batch loop): :func:`asyrp_clip_loss_official_batch` (``clip_batch="official"``
-in configs/asyrp_train.py). At batch 1 the two are identical. Vector norms
-use a tiny floor (``finfo.tiny``) so that gradients stay finite when two features coincide (values are
-unchanged otherwise); the cosine follows ``torch.nn.CosineSimilarity(eps=1e-8)``.
+−log((2 − mean_b L_dir_b)/2), and uses the LAST image's x0 as every example's source
+(kwonminki/Asyrp_official@a6c82dc:losses/clip_loss.py:180 ``.mean()``; …:diffusion_latent.py:343; its x0 is the last
+image of the batch loop): :func:`asyrp_clip_loss_official_batch` (``clip_batch="official"`` in configs/asyrp_train.py).
+At batch 1 the two are identical. Vector norms use a tiny floor (``finfo.tiny``) so that gradients stay finite when two
+features coincide (values are unchanged otherwise); the cosine follows ``torch.nn.CosineSimilarity(eps=1e-8)``.
 """
 from __future__ import annotations
 
@@ -251,9 +253,9 @@ def clip_directional_loss(model, params, x_edit: jax.Array, x_src: jax.Array, te
       method: bicubic resize flavour (see :mod:`jaxhspace.losses.clip_preprocess`).
 
     Returns:
-      ``[B]`` per-example losses. Their mean is the official StyleGAN-NADA 1 − cos scalar (``.mean()``, CL:180)
-      when every example has its own source; Asyrp's −log loss of a batch is NOT the mean of the per-example
-      −log values (see :func:`asyrp_clip_loss_official_batch`).
+      ``[B]`` per-example losses. Their mean is the official StyleGAN-NADA 1 − cos scalar (``.mean()``,
+      kwonminki/Asyrp_official@a6c82dc:losses/clip_loss.py:180) when every example has its own source; Asyrp's −log loss
+      of a batch is NOT the mean of the per-example −log values (see :func:`asyrp_clip_loss_official_batch`).
     """
     se, ss = tuple(np.shape(x_edit)), tuple(np.shape(x_src))
     if len(se) != 4 or len(ss) != 4 or se[1:] != ss[1:] or ss[0] not in (1, se[0]):

@@ -1,8 +1,8 @@
 """Differentiable CLIP image preprocessing in JAX, for images in [-1, 1] (NHWC).
 
-Asyrp (``losses/clip_loss.py``, CL:39-41, copied from StyleGAN-NADA) preprocesses a *tensor* with
-``Normalize(-1, 2)`` ((x+1)/2), ``Resize(224, BICUBIC)``, ``CenterCrop(224)`` and CLIP's ``Normalize(mean,
-std)``. On tensors, the pinned torchvision's ``Resize`` calls ``torch.nn.functional.interpolate(mode="bicubic",
+Asyrp (kwonminki/Asyrp_official@a6c82dc:losses/clip_loss.py:39-41, copied from StyleGAN-NADA) preprocesses a *tensor*
+with ``Normalize(-1, 2)`` ((x+1)/2), ``Resize(224, BICUBIC)``, ``CenterCrop(224)`` and CLIP's ``Normalize(mean, std)``.
+On tensors, the pinned torchvision's ``Resize`` calls ``torch.nn.functional.interpolate(mode="bicubic",
 align_corners=False)`` without antialiasing.
 
 Resize methods offered here:

@@ -1,4 +1,5 @@
-"""Pluggable image distances for choosing Asyrp's t_edit / t_boost (reference §2).
+"""Pluggable image distances for choosing Asyrp's t_edit / t_boost (official ``set_t_edit_t_addnoise``,
+kwonminki/Asyrp_official@a6c82dc:diffusion_latent.py:1308-1412).
 
 A *metric* is a callable ``metric(a [B,H,W,3], b [B,H,W,3]) -> [B]`` (images in [-1, 1], NHWC; ``a`` may be a
 noisy x_t outside that range) with attributes ``name`` (str) and ``lpips_calibrated`` (bool: whether the official
@@ -13,8 +14,8 @@ thresholds 0.33 / 1.2 / 0.1 mean what they mean in the official code). Get one w
   d(a, b) = (1/L) Σ_{l<L} RMS(pool^l(a) − pool^l(b)) / 2 with 2×2 average pooling (L = 3); 0 for equal images,
   1 for images at opposite ends of [-1, 1]. Coarse scales make it less sensitive to pixel noise than plain L2,
   loosely like LPIPS' multi-layer average. **Not LPIPS-calibrated**: its values for the same image pairs differ
-  from LPIPS', so the official thresholds select different t; set t_edit / t_boost directly (official README:
-  500 / 200) or rescale the thresholds after looking at the curves.
+  from LPIPS', so the official thresholds select different t; set t_edit / t_boost directly
+  (kwonminki/Asyrp_official@a6c82dc:README.md:96-101: 500 / 200) or rescale the thresholds after looking at the curves.
 * ``"probe"``: squared distance of unit-normalised penultimate features of the shipped SynthFaces attribute probe
   (``assets/probe``, :func:`jaxhspace.data.probe.probe_features`), in [0, 4], like LPIPS' normalised feature
   differences but with a single layer of a network trained on SynthFaces factors. Needs 32×32 or 64×64 images and

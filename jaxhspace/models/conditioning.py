@@ -1,9 +1,9 @@
 """A text-conditional UNet with its conditioning fixed, so every h-space method sees an unconditional model.
 
 Park et al. compute the pullback of Stable Diffusion "with a fixed prompt embedding inside the Jacobian"
-(Diffusion-Pullback ``local_encoder_pullback_zt``, park_official.md §1): J = ∂h/∂z at (z_t, t, c) with c held
-constant. :class:`Conditioned` does exactly that for every method at once: ``pullback``, ``haas_jacobian``,
-``collect_h``, the samplers and the Asyrp step only ever call ``model.apply(v, x, t)``,
+(``local_encoder_pullback_zt``, enkeejunior1/Diffusion-Pullback@859c012:src/utils/utils.py:722-816):
+J = ∂h/∂z at (z_t, t, c) with c held constant. :class:`Conditioned` does exactly that for every method at once:
+``pullback``, ``haas_jacobian``, ``collect_h``, the samplers and the Asyrp step only ever call ``model.apply(v, x, t)``,
 ``model.apply(v, x, t, method=model.encode)``, ``model.apply(v, h, skips, temb, method=model.decode)`` and
 ``model.apply(v, x, t, delta_h=dh)``; here each of them gets ``encoder_hidden_states=c`` added (broadcast
 from batch 1 to the batch of ``x`` / ``h``). Classifier-free guidance is a sampler matter, not a model one:

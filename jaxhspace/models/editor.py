@@ -1,11 +1,13 @@
-"""The Asyrp editor f_t ("DeltaBlock") in both official variants (kwonminki/Asyrp_official@a6c82dc).
+"""The Asyrp editor f_t ("DeltaBlock") in both official variants.
 
-``variant="ddpm"`` (default; models/ddpm/diffusion.py:228-263, the CelebA-HQ / LSUN editors)::
+``variant="ddpm"`` (default; kwonminki/Asyrp_official@a6c82dc:models/ddpm/diffusion.py:228-263, the CelebA-HQ / LSUN
+editors)::
 
     Δh = conv2( SiLU( GroupNorm_32,eps1e-6( conv1(h) + temb_proj(SiLU(temb)) ) ) )          conv1, conv2: 1×1, C → C
 
-``variant="adm"`` (models/improved_ddpm/unet.py:776-853 = models/guided_diffusion/unet.py:779-856, the AFHQ-dog /
-FFHQ / MetFaces editors ``dog_*`` / ``metface_*``; built with ``use_scale_shift_norm=False``, dropout 0)::
+``variant="adm"`` (kwonminki/Asyrp_official@a6c82dc:models/improved_ddpm/unet.py:776-853 =
+…:models/guided_diffusion/unet.py:779-856, the AFHQ-dog / FFHQ / MetFaces editors ``dog_*`` / ``metface_*``; built with
+``use_scale_shift_norm=False``, dropout 0)::
 
     Δh = out_layers( in_layers(h) + emb_layers(temb) )
     in_layers  = [GroupNorm_32,eps1e-5, SiLU, conv 1×1]      emb_layers = [SiLU, Linear(temb_dim → C)]
@@ -63,7 +65,8 @@ class EditorConfig:
       temb_dim: width of the UNet's time embedding (``UNetConfig.time_embed_dim``; 512 for CelebA-HQ).
       num_groups: GroupNorm groups (official: 32; must divide ``channels``).
       eps: GroupNorm epsilon; ``None`` (default) means the variant's official value: 1e-6 for ``"ddpm"``
-        (diffusion.py:69), 1e-5 for ``"adm"`` (torch's default in guided-diffusion's ``normalization``).
+        (kwonminki/Asyrp_official@a6c82dc:models/ddpm/diffusion.py:69), 1e-5 for ``"adm"`` (torch's default in
+        guided-diffusion's ``normalization``).
       variant: ``"ddpm"`` (the DDPM DeltaBlock, default) or ``"adm"`` (the iDDPM / guided-diffusion DeltaBlock).
     """
 

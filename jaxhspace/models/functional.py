@@ -5,7 +5,8 @@ All images are NHWC; ``t`` is ``[B]`` (int or float).
 
 ε of learned-variance models (guided-diffusion ``learn_sigma``: output ``[ε, v]``, 2C channels) is the first
 ``model.eps_channels`` channels (:func:`eps_part`); DDIM, inversion, Asyrp, pullback, Haas, PCA and HOSVD use only ε
-and ignore the variance half, as the official Asyrp code does (utils/diffusion_utils.py:47-50).
+and ignore the variance half, as the official Asyrp code does
+(kwonminki/Asyrp_official@a6c82dc:utils/diffusion_utils.py:47-50).
 """
 from __future__ import annotations
 

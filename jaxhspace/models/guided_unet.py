@@ -29,14 +29,15 @@ from jaxhspace.models.embeddings import get_timestep_embedding
 
 Array = jnp.ndarray
 
-# guided-diffusion script_util.create_model: channel_mult "" -> per-size default (script_util.py:148-158).
+# guided-diffusion script_util.create_model: channel_mult "" -> per-size default
+# (openai/guided-diffusion@22e0df8:guided_diffusion/script_util.py:148-158).
 DEFAULT_CHANNEL_MULT = {
     512: (0.5, 1, 1, 2, 2, 4, 4),
     256: (1, 1, 2, 2, 4, 4),
     128: (1, 1, 2, 3, 4),
     64: (1, 2, 3, 4),
 }
-NUM_CLASSES = 1000  # script_util.py:8
+NUM_CLASSES = 1000  # openai/guided-diffusion@22e0df8:guided_diffusion/script_util.py:8
 
 
 def _as_str_list(value, field: str) -> str:
@@ -50,7 +51,8 @@ def _as_str_list(value, field: str) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class GuidedUNetConfig:
-    """guided-diffusion ``create_model`` keywords (same names, value formats and defaults; script_util.py:130-147).
+    """guided-diffusion ``create_model`` keywords (same names, value formats and defaults;
+    openai/guided-diffusion@22e0df8:guided_diffusion/script_util.py:130-147).
 
     ``attention_resolutions`` are *resolutions* ("32,16,8"), turned into downsample rates ``image_size // res``
     as ``create_model`` does; ``channel_mult=""`` picks the per-size default. ``use_checkpoint`` is ignored
@@ -122,14 +124,16 @@ class GuidedUNetConfig:
 
     @property
     def channel_mult_tuple(self) -> tuple:
-        """Level multipliers as ``create_model`` resolves them (script_util.py:148-160)."""
+        """Level multipliers as ``create_model`` resolves them
+        (openai/guided-diffusion@22e0df8:guided_diffusion/script_util.py:148-160)."""
         if self.channel_mult == "":
             return DEFAULT_CHANNEL_MULT[self.image_size]
         return tuple(int(m) for m in cast(str, self.channel_mult).split(","))  # a str after __post_init__
 
     @property
     def attention_ds(self) -> tuple[int, ...]:
-        """Downsample rates with attention: ``image_size // res`` for each resolution (script_util.py:162-164)."""
+        """Downsample rates with attention: ``image_size // res`` for each resolution
+        (openai/guided-diffusion@22e0df8:guided_diffusion/script_util.py:162-164)."""
         return tuple(self.image_size // int(r) for r in cast(str, self.attention_resolutions).split(","))
 
     @property
@@ -188,7 +192,8 @@ class GuidedUNetConfig:
 
 
 def group_norm32() -> nn.GroupNorm:
-    """guided-diffusion ``normalization``: GroupNorm(32, eps 1e-5) computed in float32 (nn.py:17-19, 96-103).
+    """guided-diffusion ``normalization``: GroupNorm(32, eps 1e-5) computed in float32
+    (openai/guided-diffusion@22e0df8:guided_diffusion/nn.py:17-19, 96-103).
 
     Its output is float32; callers cast back to the compute dtype."""
     return group_norm(32, 1e-5, jnp.float32)
@@ -230,7 +235,8 @@ class Upsample(nn.Module):
 
 
 class ResBlock(nn.Module):
-    """guided-diffusion ``ResBlock`` (unet.py:143-260): ``[B,H,W,channels] x [B,T] -> [B,H',W',out_channels]``.
+    """guided-diffusion ``ResBlock`` (openai/guided-diffusion@22e0df8:guided_diffusion/unet.py:143-260):
+    ``[B,H,W,channels] x [B,T] -> [B,H',W',out_channels]``.
 
     ``use_scale_shift_norm``: ``out_norm(h) * (1 + scale) + shift`` with ``(scale, shift)`` the two halves of
     ``emb_layers(emb)``; else ``h + emb_layers(emb)`` before ``out_layers``. ``up``/``down`` resample h after
@@ -272,8 +278,8 @@ class ResBlock(nn.Module):
 
 
 class AttentionBlock(nn.Module):
-    """guided-diffusion ``AttentionBlock`` (unet.py:263-306): ``[B,H,W,C] -> [B,H,W,C]``,
-    ``x + proj_out(attn(qkv(norm(x))))``.
+    """guided-diffusion ``AttentionBlock`` (openai/guided-diffusion@22e0df8:guided_diffusion/unet.py:263-306):
+    ``[B,H,W,C] -> [B,H,W,C]``, ``x + proj_out(attn(qkv(norm(x))))``.
 
     ``qkv`` and ``proj_out`` are torch Conv1d(k=1) layers, here Dense over channels. Heads: ``num_heads``, or
     ``C // num_head_channels`` when that is not -1. Legacy order (``QKVAttentionLegacy``) splits heads first: the
@@ -314,7 +320,8 @@ class AttentionBlock(nn.Module):
 
 
 class GuidedUNetModel(nn.Module):
-    """guided-diffusion ``UNetModel`` (unet.py:396-660) with the jaxhspace bottleneck API, NHWC.
+    """guided-diffusion ``UNetModel`` (openai/guided-diffusion@22e0df8:guided_diffusion/unet.py:396-660) with the
+    jaxhspace bottleneck API, NHWC.
 
     ``encode(x, t, y=None) -> Bottleneck(h, skips, temb)`` (h = ``middle_block`` output; temb includes the class
     embedding of class-conditional models, so ``decode`` needs no label), ``decode(h, skips, temb)`` and
@@ -441,7 +448,8 @@ class GuidedUNetModel(nn.Module):
         """
         x, t, y = self._check_inputs(x, t, y)
         mc = self.config.num_channels
-        emb = get_timestep_embedding(t, mc, flip_sin_to_cos=True, downscale_freq_shift=0)  # [cos, sin], nn.py:103-121
+        # [cos, sin]: openai/guided-diffusion@22e0df8:guided_diffusion/nn.py:103-121
+        emb = get_timestep_embedding(t, mc, flip_sin_to_cos=True, downscale_freq_shift=0)
         emb = self.time_embed[2](nn.silu(self.time_embed[0](emb.astype(self.dtype))))
         if self.config.class_cond:
             emb = emb + self.label_emb(y)

@@ -30,7 +30,7 @@ def editor_names(config) -> list[str]:
 
 def _global_dh_set(config, size):
     """The images the global Δh is averaged over (official: the first K *training* images, applied to test images,
-    Asyrp_official diffusion_latent.py:779-829) and a description for the report.
+    kwonminki/Asyrp_official@a6c82dc:diffusion_latent.py:779-829) and a description for the report.
 
     ``global_dh_set``: "separate" (default) = ``global_dh_paths`` if given, else SynthFaces with
     ``global_dh_seed`` (default 0, the training split: asyrp_train's data_seed) — never the edited faces;
@@ -52,9 +52,10 @@ def _global_dh_set(config, size):
 
 
 def _t_source(editors) -> int:
-    """Index of the editor whose meta gives t_edit / t_boost when ``config.t_edit`` / ``t_boost`` are -1: the
-    attribute with the highest cos(E_T(src), E_T(tgt)) (``cos_src_tgt``), as the official multi-attribute edit
-    (Asyrp_official diffusion_latent.py:630-655); the first editor if any editor's meta lacks the cosine."""
+    """Index of the editor whose meta gives t_edit / t_boost when ``config.t_edit`` / ``t_boost`` are -1: the attribute
+    with the highest cos(E_T(src), E_T(tgt)) (``cos_src_tgt``), as the official multi-attribute edit
+    (kwonminki/Asyrp_official@a6c82dc:diffusion_latent.py:630-655); the first editor if any editor's meta lacks the
+    cosine."""
     coss = [m.get("cos_src_tgt") for _, _, m in editors]
     if len(coss) < 2 or any(c is None for c in coss):
         return 0

@@ -1,11 +1,11 @@
 """Job ``haas``: Haas et al.'s Jacobian directions J = ∂ε/∂h per test face, applied as their ``get_direction`` with
-``global_at_idx`` and ``apply_svals`` (semantic-diffusion direction_plotter.py:113-121): the unit vector v_k(t_J) of
-ONE timestep t_J = ``jacobian_t`` is used at every edited step t, multiplied by that step's σ_k(t):
-Δh_t = scale·σ_k(t)·v_k(t_J) (``sigma_schedule="per_step"``, the default). σ_k(t) comes from one top-k SVD per
-edited grid step along the unedited DDIM trajectory from the inverted x_T (:func:`haas_trajectory_svd`).
-``sigma_schedule="constant"`` instead uses σ_k(t_J) at every step (one SVD at the inverted x_{t_J}; not the
-official scaling: σ_k(t) varies up to ~3× over t on the shipped DDPM). Grid rows: images; columns: input,
-reconstruction, then directions × scales.
+``global_at_idx`` and ``apply_svals`` (renhaa/semantic-diffusion@91f0a15:editing/direction_plotter.py:113-121): the unit
+vector v_k(t_J) of ONE timestep t_J = ``jacobian_t`` is used at every edited step t, multiplied by that step's σ_k(t):
+Δh_t = scale·σ_k(t)·v_k(t_J) (``sigma_schedule="per_step"``, the default). σ_k(t) comes from one top-k SVD per edited
+grid step along the unedited DDIM trajectory from the inverted x_T (:func:`haas_trajectory_svd`).
+``sigma_schedule="constant"`` instead uses σ_k(t_J) at every step (one SVD at the inverted x_{t_J}; not the official
+scaling: σ_k(t) varies up to ~3× over t on the shipped DDPM). Grid rows: images; columns: input, reconstruction, then
+directions × scales.
 
 Haas' edits are symmetric (edited ε in both DDIM terms) by default; ``config.symmetric=False`` gives
 Asyrp's asymmetric step instead. Their directions are image-specific, so each face gets its own.
