@@ -3,13 +3,12 @@ Asyrp / Diffusion-Pullback / Haas et al. defaults. One file per job; each docstr
 
 ``model_path`` (and ``clip_path`` for Asyrp training, ``image_paths`` for jobs that edit real images) are
 required: the placeholders below are rejected with an error naming the field. ``image_paths`` entries may be
-image files or folders of images (all images in a folder are used). Reference notes cited as
-``asyrp_official.md`` / ``park_official.md`` / ``haas_official.md`` are in /work/shared/reference (file:line of
-the official repositories inside).
+image files or folders of images (all images in a folder are used). Official code is cited by
+repository, commit, path and line (e.g. kwonminki/Asyrp_official@a6c82dc:main.py:159-164).
 
 ``model_path`` may also be the official SDEdit / DiffusionCLIP ``celeba_hq.ckpt`` that Asyrp loads
-(kwonminki/Asyrp_official@a6c82dc diffusion_latent.py:84-85) or a guided-diffusion ``.pt`` (e.g. the P2-weighting
-CelebA-HQ model, README.md:38,50): the job converts it into ``{workdir}/converted/`` on its first run and reuses the
+(kwonminki/Asyrp_official@a6c82dc:diffusion_latent.py:84-85) or a guided-diffusion ``.pt`` (e.g. the P2-weighting
+CelebA-HQ model, …:README.md:38,50): the job converts it into ``{workdir}/converted/`` on its first run and reuses the
 folder while the file is unchanged (``model_format`` / ``model_preset`` / ``model_arch_json``; preset inferred from
 the file's shapes; see jaxhspace.checkpoints.auto_convert). Other datasets: configs/afhq_dog, configs/ffhq,
 configs/metfaces, configs/imagenet256.

@@ -1,5 +1,5 @@
-"""Asyrp edits of your own faces with trained editors on a real 256×256 DDPM (official test-time settings,
-asyrp_official.md §1, §5; DL = diffusion_latent.py of kwonminki/Asyrp_official @ a6c82dc).
+"""Asyrp edits of your own faces with trained editors on a real 256×256 DDPM (official test-time settings:
+``save_image``, kwonminki/Asyrp_official@a6c82dc:diffusion_latent.py:499-520; scaling …:diffusion_latent.py:626).
 
     python -m jaxhspace.main --config configs/celebahq256/asyrp_edit.py --workdir runs/celebahq256_edit \
         --config.model_path=/data/ddpm-ema-celebahq-256 --config.image_paths="('/data/celebahq_test',)" \

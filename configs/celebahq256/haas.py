@@ -1,6 +1,6 @@
 """Haas et al. (FG 2024) Jacobian directions J = ∂ε/∂h of your own faces on a real 256×256 DDPM (their model:
-google/ddpm-ema-celebahq-256, semanticdiffusion.py:1193-1194), applied as Δh_t = scale·σ_k(t)·v_k(t_J)
-(haas_official.md; files of renhaa/semantic-diffusion @ 91f0a15).
+google/ddpm-ema-celebahq-256, renhaa/semantic-diffusion@91f0a15:semanticdiffusion.py:1193-1194), applied as
+Δh_t = scale·σ_k(t)·v_k(t_J) (renhaa/semantic-diffusion@91f0a15:editing/direction_plotter.py:113-121).
 
     python -m jaxhspace.main --config configs/celebahq256/haas.py --workdir runs/celebahq256_haas \
         --config.model_path=/data/ddpm-ema-celebahq-256 --config.image_paths="('/data/celebahq_test',)"
@@ -21,7 +21,10 @@ except ImportError:  # a source tree used without installing jaxhspace
 def get_config():
     c = official_checkpoint(base())
     c.n_steps = 10             # 10 DDIM steps in all README / demo examples
-    c.jacobian_t = 500         # README:104-127 uses t_idx 2..8 of 10 steps (mouth: t_idx 4 -> t = 500)
-    c.svd_max_iters = 50       # load_power_dirs: k = 3, max_iters 50 (editing/jacobian.py:170-176)
-    c.scales = (-50.0, 50.0)   # Jacobian edits: scale 50-100 times σ_k(t) (README:104-127)
+    # renhaa/semantic-diffusion@91f0a15:README.md:104-127 uses t_idx 2..8 of 10 steps (mouth: t_idx 4 -> t = 500)
+    c.jacobian_t = 500
+    # load_power_dirs: k = 3, max_iters 50 (renhaa/semantic-diffusion@91f0a15:editing/jacobian.py:170-176)
+    c.svd_max_iters = 50
+    # Jacobian edits: scale 50-100 times σ_k(t) (renhaa/semantic-diffusion@91f0a15:README.md:104-127)
+    c.scales = (-50.0, 50.0)
     return c

@@ -4,8 +4,9 @@
         --config.model_path=/data/ddpm-ema-celebahq-256 --config.image_paths="('/data/celebahq_test',)"
 
 ``image_paths``: image files and/or folders of images (centre-cropped, resized to 256 bicubic, mapped to [-1, 1]
-as the official loaders, asyrp_official.md §6). Inversion starts from the clean image at t = 0 (ᾱ_0 = 0.9999) and
-never clamps x0 (asyrp_official.md §1, DL:1034-1044).
+as the official loaders, kwonminki/Asyrp_official@a6c82dc:datasets/data_utils.py:39-60). Inversion starts from the
+clean image at t = 0 (ᾱ_0 = 0.9999) and never clamps x0
+(kwonminki/Asyrp_official@a6c82dc:diffusion_latent.py:1034-1044).
 """
 try:
     from jaxhspace.configs._common import official_checkpoint

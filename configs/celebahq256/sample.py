@@ -6,7 +6,8 @@
 The folder is what ``huggingface-cli download google/ddpm-ema-celebahq-256 --local-dir ...`` (or
 ``UNet2DModel.save_pretrained``) writes: config.json + diffusion_pytorch_model.{safetensors,bin} (or a pipeline
 folder with unet/); its scheduler_config.json (linear β 1e-4..0.02, T = 1000) is read if present. DDIM here never
-clamps x0 (diffusers' DDPM scheduler config has clip_sample=True; Asyrp never clamps: asyrp_official.md §0).
+clamps x0 (diffusers' DDPM scheduler config has clip_sample=True; Asyrp never clamps:
+kwonminki/Asyrp_official@a6c82dc:utils/diffusion_utils.py:84-97).
 """
 try:
     from jaxhspace.configs._common import official_checkpoint
@@ -21,5 +22,6 @@ def get_config():
     c.image_size = 256         # only used when the model config has no sample_size
     c.num_samples = 4
     c.grid_cols = 4
-    c.n_steps = 40             # Asyrp test grid n_test = 40 (asyrp_official.md §1, MAIN:159-164 / released ngen40)
+    # Asyrp test grid n_test = 40 (kwonminki/Asyrp_official@a6c82dc:main.py:159-164; released ngen40: …:main.py:235)
+    c.n_steps = 40
     return c
