@@ -4,9 +4,10 @@ h = ``middle_block`` output, 8×8×512).
     python -m jaxhspace.main --config configs/metfaces/pullback.py --workdir runs/metfaces_pullback \
         --config.model_path=/data/pretrained/metface_p2.pt --config.image_paths="('/data/metfaces_test',)"
 
-Park et al.'s CelebA-HQ face settings (enkeejunior1/Diffusion-Pullback
-``src/scripts/main_celeba_hf_local_encoder_pullback.sh:2-21``); only the model differs from
-configs/celebahq256/pullback.py (Asyrp ``configs/paths_config.py:18``, preset ``metfaces_p2``).
+Park et al.'s CelebA-HQ face settings
+(enkeejunior1/Diffusion-Pullback@859c012:src/scripts/main_celeba_hf_local_encoder_pullback.sh:2-21); only the model
+differs from configs/celebahq256/pullback.py (kwonminki/Asyrp_official@a6c82dc:configs/paths_config.py:18, preset
+``metfaces_p2``).
 """
 try:
     from jaxhspace.configs.celebahq256.pullback import get_config as base
