@@ -6,9 +6,10 @@ trained by configs/imagenet256/asyrp_train.py.
         --config.image_paths="('/data/imagenet_oranges_test',)" \
         --config.editor_paths="('runs/imagenet_orange2apple/editor',)"
 
-Only the model differs from configs/celebahq256/asyrp_edit.py (kwonminki/Asyrp_official@a6c82dc
-``configs/paths_config.py:16``; preset ``imagenet256_uncond``, converted on the fly). No ImageNet editors or LPIPS
-curves are released, so t_edit / t_boost come from the editor's meta (else 500 / 200, script_train.sh:25-26).
+Only the model differs from configs/celebahq256/asyrp_edit.py
+(kwonminki/Asyrp_official@a6c82dc:configs/paths_config.py:16; preset ``imagenet256_uncond``, converted on the fly). No
+ImageNet editors or LPIPS curves are released, so t_edit / t_boost come from the editor's meta (else 500 / 200,
+kwonminki/Asyrp_official@a6c82dc:script_train.sh:25-26).
 """
 try:
     from jaxhspace.configs.celebahq256.asyrp_edit import get_config as base
