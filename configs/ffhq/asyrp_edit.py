@@ -5,8 +5,9 @@
         --config.editor_paths="('runs/ffhq_smiling/editor',)"
 
 Only the model differs from configs/celebahq256/asyrp_edit.py (kwonminki/Asyrp_official@a6c82dc
-``configs/paths_config.py:14``; preset ``ffhq``, converted on the fly). No FFHQ editors are released and no FFHQ
-LPIPS curves are shipped, so t_edit / t_boost come from the editor's meta (else 500 / 200, script_train.sh:25-26).
+kwonminki/Asyrp_official@a6c82dc:configs/paths_config.py:14; preset ``ffhq``, converted on the fly). No FFHQ editors are
+released and no FFHQ LPIPS curves are shipped, so t_edit / t_boost come from the editor's meta (else 500 / 200,
+kwonminki/Asyrp_official@a6c82dc:script_train.sh:25-26).
 """
 try:
     from jaxhspace.configs.celebahq256.asyrp_edit import get_config as base
