@@ -5,7 +5,8 @@
 
 Per editor: edit_<i>.png (columns: input, reconstruction (scale 0), then each scale) and, with global_dh_images > 0,
 global_<i>.png with the global Δh (mean of the editor's Δh over samples and t >= t_edit, applied linearly; the
-samples are a separate set as in the official code (first K training images, diffusion_latent.py:779-829):
+samples are a separate set as in the official code (first K training images,
+kwonminki/Asyrp_official@a6c82dc:diffusion_latent.py:779-829):
 global_dh_paths, or SynthFaces of global_dh_seed; metrics "global_dh_averaged_over" says which). With two
 or more editors: combination.png (columns: input, reconstruction, each attribute alone, all combined with
 Σ c_i/√N·s·Δh_i). Δh files (.npz from jaxhspace.editing.asyrp_edit.save_delta_h, e.g. Haas/PCA directions) get

@@ -6,7 +6,8 @@
 
 Re-running the same command resumes bit-exactly from the newest checkpoint in workdir/checkpoints. When all
 epochs are done the editor is exported to workdir/editor (load with jaxhspace.editing.editor_io.load_editor).
-Values follow the released runs (script_train.sh / README / released checkpoints; reference §4) unless noted.
+Values follow the released runs (kwonminki/Asyrp_official@a6c82dc:script_train.sh:10-38, …:README.md:96-101 and the
+released checkpoints, e.g. …:checkpoint/smiling_LC_CelebA_HQ_t999_ninv40_ngen40_0.pth) unless noted.
 """
 import ml_collections
 

@@ -3,8 +3,9 @@
     python -m jaxhspace.main --config configs/sd/haas.py --workdir runs/sd_haas \
         --config.model_path=/data/stable-diffusion-v1-5 --config.image_paths="('/data/faces',)"
 
-Haas et al. list Stable Diffusion as supported but "not used in the paper" (haas_official.md; semanticdiffusion.py
-:1170); their SD path is the same ∂ε/∂h with the prompt embedding fixed, as here.
+Haas et al. list Stable Diffusion as supported but "not used in the paper"
+(renhaa/semantic-diffusion@91f0a15:semanticdiffusion.py:1170); their SD path is the same ∂ε/∂h with the prompt embedding
+fixed, as here.
 """
 from jaxhspace.configs.haas import get_config as base
 
