@@ -16,8 +16,8 @@ h = the mid block's 4×4×256 output at 256 px), edits along the top ones, then 
   scheduler_config.json (0.15, 1). No η / ``t_boost``: the VE sampler is stochastic throughout.
 
 Park et al.'s official code (``CelebA_HQ_HF`` -> ``google/ddpm-ema-celebahq-256`` at
-enkeejunior1/Diffusion-Pullback@859c012:src/utils/utils.py:72-73, loaded as a diffusers UNet2DModel) only covers the DDPM
-models (google/ddpm-ema-celebahq-256 and others), so every VE setting here is ours: γ = 0.3 and λ = 3 are the
+enkeejunior1/Diffusion-Pullback@859c012:src/utils/utils.py:72-73, loaded as a diffusers UNet2DModel) only covers the
+DDPM models (google/ddpm-ema-celebahq-256 and others), so every VE setting here is ours: γ = 0.3 and λ = 3 are the
 official γ = 0.1, λ = 1 carried through x_σ = x_t / (2√ᾱ_t) at ᾱ_600 ≈ 0.026 (1 / (2√ᾱ) ≈ 3.1); k = 2 as the
 official editing script. n_steps = 1000 halves the published 2000 steps (≈ 545 steps below σ = 3, 2 UNet calls each).
 """
