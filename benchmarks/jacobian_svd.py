@@ -82,7 +82,8 @@ TRAINED_FOLDER = "assets/ddpm_synthfaces"
 # ---------------------------------------------------------------------------------------------
 # Configurations
 # ---------------------------------------------------------------------------------------------
-# The toy model of reference/park_official.md section 6 (n = 3072, h = 8x8x64).
+# A random-init toy UNet (n = 3072, h = 8x8x64) on which benchmarks/torch_pullback.py re-implements the official
+# enkeejunior1/Diffusion-Pullback@859c012:src/utils/utils.py:165-249.
 TINY_UNET = dict(
     sample_size=32, in_channels=3, out_channels=3, block_out_channels=[32, 64, 64], layers_per_block=1,
     down_block_types=["DownBlock2D", "AttnDownBlock2D", "DownBlock2D"],
@@ -460,7 +461,8 @@ def run_official(setup: Setup, k: int, seed: int, max_iter: int = 50, min_iter: 
     with torch.no_grad():
         h_shape = get_h(setup.torch_unet, x, setup.t).shape[1:]  # (Cmid, h, w)
     u_raw = r.u.numpy().T.reshape((k,) + tuple(h_shape)).transpose(0, 2, 3, 1).reshape(k, -1)
-    u = u_raw / np.linalg.norm(u_raw, axis=1, keepdims=True)  # as the callers (edit.py L746-747)
+    # normalised as the callers (enkeejunior1/Diffusion-Pullback@859c012:src/modules/edit.py:746-747)
+    u = u_raw / np.linalg.norm(u_raw, axis=1, keepdims=True)
     return Run(f"official(k={k})", k, u.astype(np.float64), r.s.numpy().astype(np.float64), v.astype(np.float64),
                r.wall_s, clk.cpu, r.n_jvp, r.n_vjp, r.n_fwd, r.iterations, r.converged, "torch",
                dict(min_iter=min_iter, max_iter=max_iter, chunk_size=chunk_size, convergence_threshold=1e-4,

@@ -76,7 +76,8 @@ CONFIGS = {
     "smoke": dict(unet=SMOKE_UNET, size=8, batches=(1, 2), edit_images=2, n_test=4, n_train=4, clip=SMOKE_CLIP,
                   editor_groups=2),
 }
-T_EDIT, T_BOOST = 500, 200  # script_train.sh:25-26 / README (reference asyrp_official.md §2)
+# kwonminki/Asyrp_official@a6c82dc:script_train.sh:25-26, …:README.md:96-101
+T_EDIT, T_BOOST = 500, 200
 TRAIN_LR = 1e-3  # not the released 0.5: on a random UNet P_t at t = 999 amplifies Δh ~158x and 0.5 diverges
 
 

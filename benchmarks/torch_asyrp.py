@@ -1,19 +1,21 @@
 """A PyTorch re-implementation of the official Asyrp reverse loop and training step (the baseline of
 ``benchmarks/throughput.py``), on a diffusers ``UNet2DModel``.
 
-Source: ``github:kwonminki/Asyrp_official`` at ``a6c82dc`` (see ``/work/shared/reference/asyrp_official.md``;
-DL = diffusion_latent.py, DU = utils/diffusion_utils.py, DM = models/ddpm/diffusion.py):
+Source: kwonminki/Asyrp_official@a6c82dc (``run_training``, ``save_image`` and the UNet ``forward``):
 
-* test-time generation ``save_image`` (DL:499-520): per image (bs_test = 1), a Python loop over the reversed
-  grid; each step calls the UNet for ``(et, et_modified)`` and takes the asymmetric step (DU:84-97)
-  ``x_{t-1} = √ᾱ_next·P_t(ε̃) + c2·ε + c1·z``, η = 1 where t < t_boost (strict, DL:513), η = 0 above;
-  ᾱ_next = 1 after the last step (DU:68-71); P_t never clamped. :func:`asyrp_edit_loop`.
-* the edit is applied only where t ≥ t_edit (DM:510); ε̃ is decoded from h + Δh with the unedited skips
-  (DM:544-559). diffusers has no h-space entry point, so Δh is added by a forward hook on ``unet.mid_block``
-  (:func:`mid_block_delta`); the skips come from the down blocks, before it, so they stay unedited.
-* training, one step per timestep (DL:294-356): asymmetric step with the editor, unedited reference step under
-  no_grad, loss λ_CLIP·(−log((1 + cos(ΔI, ΔT))/2)) + λ_L1·cos·mean|P_t^edit − P_t^ref| (DL:340-351, CL:170-180),
-  zero_grad, backward, SGD step. :func:`train_step`.
+* test-time generation ``save_image`` (kwonminki/Asyrp_official@a6c82dc:diffusion_latent.py:499-520): per image
+  (bs_test = 1), a Python loop over the reversed grid; each step calls the UNet for ``(et, et_modified)`` and takes
+  the asymmetric step (…:utils/diffusion_utils.py:84-97) ``x_{t-1} = √ᾱ_next·P_t(ε̃) + c2·ε + c1·z``, η = 1 where
+  t < t_boost (strict, …:diffusion_latent.py:513), η = 0 above; ᾱ_next = 1 after the last step
+  (…:utils/diffusion_utils.py:68-71); P_t never clamped. :func:`asyrp_edit_loop`.
+* the edit is applied only where t ≥ t_edit (kwonminki/Asyrp_official@a6c82dc:models/ddpm/diffusion.py:510); ε̃ is
+  decoded from h + Δh with the unedited skips (…:models/ddpm/diffusion.py:544-559). diffusers has no h-space entry
+  point, so Δh is added by a forward hook on ``unet.mid_block`` (:func:`mid_block_delta`); the skips come from the down
+  blocks, before it, so they stay unedited.
+* training, one step per timestep (kwonminki/Asyrp_official@a6c82dc:diffusion_latent.py:294-356): asymmetric step
+  with the editor, unedited reference step under no_grad, loss
+  λ_CLIP·(−log((1 + cos(ΔI, ΔT))/2)) + λ_L1·cos·mean|P_t^edit − P_t^ref|
+  (…:diffusion_latent.py:340-351, …:losses/clip_loss.py:170-180), zero_grad, backward, SGD step. :func:`train_step`.
 
 Cost difference from the official code: its UNet returns ε and ε̃ from ONE encoder pass and two decoder passes;
 with a hook on a stock diffusers UNet each is a full forward (two encoder passes per edited step). Where
@@ -35,8 +37,9 @@ __all__ = ["TorchDeltaBlock", "mid_block_delta", "eps_pair", "asyrp_step", "asyr
 
 
 class TorchDeltaBlock(torch.nn.Module):
-    """The official DDPM DeltaBlock (DM:228-263): conv1 1×1, + Linear(SiLU(temb)), GroupNorm(G, eps 1e-6), SiLU,
-    conv2 1×1; ``(h [B, C, h, w], temb [B, D]) -> Δh [B, C, h, w]``."""
+    """The official DDPM DeltaBlock (kwonminki/Asyrp_official@a6c82dc:models/ddpm/diffusion.py:228-263):
+    conv1 1×1, + Linear(SiLU(temb)), GroupNorm(G, eps 1e-6), SiLU, conv2 1×1;
+    ``(h [B, C, h, w], temb [B, D]) -> Δh [B, C, h, w]``."""
 
     def __init__(self, channels: int, temb_channels: int, num_groups: int = 32):
         super().__init__()
@@ -61,7 +64,8 @@ def mid_block_delta(unet, delta_fn: Callable):
 
 
 def _temb(unet, t: torch.Tensor) -> torch.Tensor:
-    """The UNet's own time embedding ``[B, D]`` (the editor's second input, DM:477-480)."""
+    """The UNet's own time embedding ``[B, D]`` (the editor's second input,
+    kwonminki/Asyrp_official@a6c82dc:models/ddpm/diffusion.py:477-480)."""
     return unet.time_embedding(unet.time_proj(t).to(unet.dtype))
 
 
@@ -80,8 +84,9 @@ def eps_pair(unet, x, t: torch.Tensor, delta: Optional[Callable], edit: bool):
 
 
 def asyrp_step(x, eps, eps_edit, a_t: float, a_next: float, eta: float = 0.0, z=None, return_pred_x0=False):
-    """DU:84-97: P_t = (x − √(1−ᾱ_t)·ε̃)/√ᾱ_t; x_next = √ᾱ_next·P_t + c2·ε + c1·z (c1 = σ_η, c2 = √(1−ᾱ_next−c1²)).
-    ``a_t``, ``a_next`` are float32 values (ᾱ_next = 1 after the last step)."""
+    """kwonminki/Asyrp_official@a6c82dc:utils/diffusion_utils.py:84-97: P_t = (x − √(1−ᾱ_t)·ε̃)/√ᾱ_t;
+    x_next = √ᾱ_next·P_t + c2·ε + c1·z (c1 = σ_η, c2 = √(1−ᾱ_next−c1²)). ``a_t``, ``a_next`` are float32 values
+    (ᾱ_next = 1 after the last step)."""
     at = torch.tensor(a_t, dtype=x.dtype)
     an = torch.tensor(a_next, dtype=x.dtype)
     x0 = (x - torch.sqrt(1.0 - at) * eps_edit) / torch.sqrt(at)
@@ -126,8 +131,9 @@ def asyrp_edit_loop(unet, x_lat: torch.Tensor, delta: Optional[Callable], timest
 
 
 def clip_image_features(clip, x: torch.Tensor, size: int) -> torch.Tensor:
-    """Projected CLIP image features ``[B, P]`` of ``x [B, 3, H, W]`` in [-1, 1] (CL:39-41: (x+1)/2, bicubic
-    Resize(size) without antialias, CenterCrop(size), CLIP mean/std), differentiable."""
+    """Projected CLIP image features ``[B, P]`` of ``x [B, 3, H, W]`` in [-1, 1]
+    (kwonminki/Asyrp_official@a6c82dc:losses/clip_loss.py:39-41: (x+1)/2, bicubic Resize(size) without antialias,
+    CenterCrop(size), CLIP mean/std), differentiable."""
     mean = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
     std = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
     x = (x + 1.0) / 2.0
@@ -142,7 +148,8 @@ def clip_image_features(clip, x: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def _directional_clip_loss(f_edit, f_src, text_dir):
-    """−log((1 + cos(ΔI, ΔT))/2) per example (CL:11-28, 170-180), ΔI = normalize(n(f_edit) − n(f_src)) (+1e-7)."""
+    """−log((1 + cos(ΔI, ΔT))/2) per example (kwonminki/Asyrp_official@a6c82dc:losses/clip_loss.py:11-28, 170-180),
+    ΔI = normalize(n(f_edit) − n(f_src)) (+1e-7)."""
     d = F.normalize(f_edit, dim=-1) - F.normalize(f_src, dim=-1)
     d = d / (d.norm(dim=-1, keepdim=True) + 1e-7)
     cos = F.cosine_similarity(d, text_dir.expand_as(d), dim=-1, eps=1e-8)
@@ -152,7 +159,8 @@ def _directional_clip_loss(f_edit, f_src, text_dir):
 def train_step(unet, editor: TorchDeltaBlock, clip, optimizer, x_edit, x_ref, feat_src, text_dir, t: int,
                t_prev: int, alphas_cumprod: np.ndarray, lambda_clip: float, lambda_l1: float, cos: float,
                clip_size: int):
-    """One official training step at timestep t (DL:294-356) for a batch ``[B, C, H, W]``.
+    """One official training step at timestep t (kwonminki/Asyrp_official@a6c82dc:diffusion_latent.py:294-356) for a
+    batch ``[B, C, H, W]``.
 
     The UNet and CLIP are frozen (``requires_grad_(False)``); the gradient reaches the editor through the hooked
     decoder pass only. Returns ``(x_edit_next (detached), x_ref_next, loss float)``.
@@ -166,7 +174,8 @@ def train_step(unet, editor: TorchDeltaBlock, clip, optimizer, x_edit, x_ref, fe
         eps = unet(x, tt).sample
         eps_r = unet(x_ref, tt).sample
         x_ref_next, p_ref = asyrp_step(x_ref, eps_r, eps_r, a_t, a_prev, return_pred_x0=True)
-    with mid_block_delta(unet, lambda h: editor(h, temb)):  # hs_coeff = (1, 1) in training (DL:207)
+    # hs_coeff = (1, 1) in training (kwonminki/Asyrp_official@a6c82dc:diffusion_latent.py:207)
+    with mid_block_delta(unet, lambda h: editor(h, temb)):
         eps_edit = unet(x, tt).sample
     x_next, p_edit = asyrp_step(x, eps, eps_edit, a_t, a_prev, return_pred_x0=True)
     l_clip = _directional_clip_loss(clip_image_features(clip, p_edit, clip_size), feat_src, text_dir).mean()

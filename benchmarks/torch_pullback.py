@@ -1,8 +1,7 @@
 """A faithful PyTorch re-implementation of the official Diffusion-Pullback local basis (the baseline).
 
-Source: ``github:enkeejunior1/Diffusion-Pullback`` at HEAD ``859c0122b5cb1c8e6488dede29959c785af9aed1``,
-file ``src/utils/utils.py`` (line numbers below refer to that commit; see also
-``/work/shared/reference/park_official.md``):
+Source: enkeejunior1/Diffusion-Pullback@859c012:src/utils/utils.py (HEAD 859c0122b5cb1c8e6488dede29959c785af9aed1);
+in this module "L<n>" is line n of enkeejunior1/Diffusion-Pullback@859c012:src/utils/utils.py:
 
 * ``get_h_uncond`` (L114-163): time embedding -> ``conv_in`` -> every down block -> ``mid_block``;
   the mid-block output is returned (L157-161); the up path never runs.  -> :func:`get_h`
@@ -25,8 +24,8 @@ file ``src/utils/utils.py`` (line numbers below refer to that commit; see also
   - L248 return ``u = U.reshape(-1, m).T`` (m x k, *unnormalised*, J applied to the *pre-SVD*
     iterate), ``s = sqrt(svals(W))``, ``vT = V`` (k x n).
 
-* Call-site defaults (``src/modules/edit.py`` L727 etc.): ``pca_rank`` from the caller (50 for
-  transport / sampling), ``chunk_size=25``, ``min_iter=10``, ``max_iter=50``,
+* Call-site defaults (enkeejunior1/Diffusion-Pullback@859c012:src/modules/edit.py:727 etc.): ``pca_rank`` from
+  the caller (50 for transport / sampling), ``chunk_size=25``, ``min_iter=10``, ``max_iter=50``,
   ``convergence_threshold=1e-4``. The signature defaults (L167) are max_iter=100, threshold 1e-3.
 
 Two changes are needed for torch 2.13 / diffusers 0.42 (neither changes the numbers), applied by
@@ -35,7 +34,7 @@ flash kernel) and a forward pre-hook that makes every GroupNorm input contiguous
 forward-AD formula calls ``.view``, which fails on the channels-last strided tensor leaving the
 attention block when the batch is > 1).
 
-Cost accounting (as in the reference): per iteration k JVPs + k VJPs + 1 plain forward, plus the
+Cost accounting: per iteration k JVPs + k VJPs + 1 plain forward, plus the
 initial probe forward.
 """
 from __future__ import annotations
@@ -71,7 +70,8 @@ def make_jvp_friendly(unet):
 
 
 def get_h(unet, x: torch.Tensor, t) -> torch.Tensor:
-    """``get_h_uncond`` (utils.py L114-163) for op='mid', block_idx=0: ``x [B,C,H,W] -> h [B,Cmid,h,w]``.
+    """``get_h_uncond`` (enkeejunior1/Diffusion-Pullback@859c012:src/utils/utils.py:114-163) for op='mid', block_idx=0:
+    ``x [B,C,H,W] -> h [B,Cmid,h,w]``.
 
     ``t``: python int/float or a tensor; an int becomes a long tensor as in L129-130.
     """
@@ -129,7 +129,8 @@ def local_encoder_pullback_xt(
     seed: Optional[int] = 0,
     callback=None,
 ) -> OfficialResult:
-    """The official loop (utils.py L165-249) with the call-site defaults (edit.py L727).
+    """The official loop (enkeejunior1/Diffusion-Pullback@859c012:src/utils/utils.py:165-249) with the call-site
+    defaults (…:src/modules/edit.py:727).
 
     Args:
       unet: a diffusers ``UNet2DModel`` passed through :func:`make_jvp_friendly`.
