@@ -1,4 +1,5 @@
-"""Convert an official Asyrp editor checkpoint (kwonminki/Asyrp_official, DDPM or ADM DeltaBlock) to jaxhspace's format.
+"""Convert an official Asyrp editor checkpoint (kwonminki/Asyrp_official@a6c82dc, DDPM or ADM DeltaBlock) to
+jaxhspace's format.
 
     python -m checkpoints_convert.asyrp_editor SRC.pth DST [--layer 0] [--n-train-step 40] [--overwrite]
 
