@@ -193,7 +193,7 @@ class GuidedUNetConfig:
 
 def group_norm32() -> nn.GroupNorm:
     """guided-diffusion ``normalization``: GroupNorm(32, eps 1e-5) computed in float32
-    (openai/guided-diffusion@22e0df8:guided_diffusion/nn.py:17-19, 96-103).
+    (openai/guided-diffusion@22e0df8:guided_diffusion/nn.py:17-19, 93-100).
 
     Its output is float32; callers cast back to the compute dtype."""
     return group_norm(32, 1e-5, jnp.float32)
@@ -278,7 +278,7 @@ class ResBlock(nn.Module):
 
 
 class AttentionBlock(nn.Module):
-    """guided-diffusion ``AttentionBlock`` (openai/guided-diffusion@22e0df8:guided_diffusion/unet.py:263-306):
+    """guided-diffusion ``AttentionBlock`` (openai/guided-diffusion@22e0df8:guided_diffusion/unet.py:259-306):
     ``[B,H,W,C] -> [B,H,W,C]``, ``x + proj_out(attn(qkv(norm(x))))``.
 
     ``qkv`` and ``proj_out`` are torch Conv1d(k=1) layers, here Dense over channels. Heads: ``num_heads``, or
