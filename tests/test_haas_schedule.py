@@ -1,8 +1,9 @@
 """Haas et al.'s per-timestep σ_k(t) schedule (issue #19 item 1), against a step-by-step torch re-implementation of
 the official procedure (renhaa/semantic-diffusion@91f0a15): ``calc_power_dirs`` walks the unedited reverse
 process from x_T and takes the SVD of J = ∂ε/∂h (mid-block output, skips fixed) at every step
-(editing/jacobian.py:199-223); ``get_direction(global_at_idx=True, apply_svals=True)`` repeats v_k(t_J) at every step and multiplies step t by that
-step's σ_k(t) (editing/direction_plotter.py:113-121); the edit is plain DDIM on the edited ε (symmetric, η = 0)."""
+(editing/jacobian.py:199-223); ``get_direction(global_at_idx=True, apply_svals=True)`` repeats v_k(t_J) at every
+step and multiplies step t by that step's σ_k(t) (editing/direction_plotter.py:113-121); the edit is plain DDIM on
+the edited ε (symmetric, η = 0)."""
 import numpy as np
 import pytest
 import torch
@@ -32,7 +33,7 @@ def setup(tmp_path_factory):
     return unet, c, root
 
 
-def _torch_official(unet, x_T, ts, alphas, k, v_dirs=None, scale=0.0, sig_dirs=None):
+def _torch_official(unet, x_T, ts, alphas, k, v_dirs=None, scale=0.0, sig_dirs=None, jacobian=True):
     """Walk the reverse DDIM (η = 0) from x_T [1,H,W,C] NHWC over ``ts``; at each step the dense J = ∂ε/∂h, its σ
     and right singular vectors (calc_power_dirs); with ``v_dirs`` [h,w,C] add Δh_t = scale·σ(t)·v at every step
     (get_direction). Returns (σ [S, k], v [S, k, h, w, C], x_0 [1, H, W, C])."""
@@ -54,10 +55,11 @@ def _torch_official(unet, x_T, ts, alphas, k, v_dirs=None, scale=0.0, sig_dirs=N
             finally:
                 hk.remove()
 
-        J = torch.autograd.functional.jacobian(f, h0["h"], vectorize=True).reshape(x.numel(), -1)
-        _, s, vh = torch.linalg.svd(J, full_matrices=False)
-        sig.append(s[:k].numpy())
-        vecs.append(vh[:k].reshape((k,) + tuple(h0["h"].shape[1:])).permute(0, 2, 3, 1).numpy())  # [k, h, w, C]
+        if jacobian:  # (False: only the walk, for edits)
+            J = torch.autograd.functional.jacobian(f, h0["h"], vectorize=True).reshape(x.numel(), -1)
+            _, s, vh = torch.linalg.svd(J, full_matrices=False)
+            sig.append(s[:k].numpy())
+            vecs.append(vh[:k].reshape((k,) + tuple(h0["h"].shape[1:])).permute(0, 2, 3, 1).numpy())  # [k, h, w, C]
         dh = None
         if v_dirs is not None:
             dh = scale * float(sig_dirs[i]) * torch.from_numpy(np.transpose(v_dirs, (2, 0, 1))[None]).double()
@@ -70,10 +72,12 @@ def _torch_official(unet, x_T, ts, alphas, k, v_dirs=None, scale=0.0, sig_dirs=N
         x0 = (x - np.sqrt(1 - a_t) * eps) / np.sqrt(a_t)
         x = np.sqrt(a_p) * x0 + np.sqrt(1 - a_p) * eps
     unet.float()
+    if not jacobian:
+        return None, None, x.float().numpy().transpose(0, 2, 3, 1)
     return np.stack(sig), np.stack(vecs), x.float().numpy().transpose(0, 2, 3, 1)
 
 
-def test_haas_job_uses_per_step_sigma_like_the_official(setup, tmp_path):
+def test_haas_job_uses_per_step_sigma_like_the_official(setup, tmp_path, monkeypatch):
     """σ_k(t) at every grid step of the job (default ``sigma_schedule="per_step"``) equal the torch walk's dense SVD,
     and an edit with the job's Δh table equals the official get_direction edit (v_k(t_J) repeated, ×σ_k(t))."""
     from diffusers import DDIMScheduler
@@ -83,6 +87,11 @@ def test_haas_job_uses_per_step_sigma_like_the_official(setup, tmp_path):
     from jaxhspace.editing.asyrp_edit import asyrp_edit, invert
     from jaxhspace.tasks.inputs import load_world, test_images
 
+    import jaxhspace.data.images as images_mod
+
+    grids, make_grid = [], images_mod.make_grid
+    monkeypatch.setattr(images_mod, "make_grid", lambda images, *a, **kw: (grids.append(np.asarray(images)),
+                                                                          make_grid(images, *a, **kw))[1])
     unet, c, _ = setup
     m = get_task("haas")(c, str(tmp_path / "job"))
     assert m["sigma_schedule"] == "per_step"
@@ -107,6 +116,22 @@ def test_haas_job_uses_per_step_sigma_like_the_official(setup, tmp_path):
     err = np.abs(ours - ref[0]).max() / np.abs(ref[0]).max()
     print(f"\nhaas per-step edit vs torch official: relative max error {err:.1e}")
     assert err < 2e-5
+
+    # the job's own grid (issue #19): columns "v0 x30" / "v0 x-30" are the official edit with +30 / -30 (the global
+    # sign of v_0 is arbitrary, so the two columns must match opposite signs of torch's v); σ_0(t) per step is in it
+    _, _, ref_minus = _torch_official(unet, x_lat, ts, alphas, K, v_ref[j, 0], -scale, sig_ref[:, 0], jacobian=False)
+    grid = [g for g in grids if g.ndim == 5 and g.shape[1] == len(m["columns"])][-1][0]  # [columns, H, W, C]
+    plus, minus = grid[m["columns"].index("v0 x30")], grid[m["columns"].index("v0 x-30")]
+
+    def rel(a, b):
+        return np.abs(a - b).max() / np.abs(b).max()
+
+    job_err = min(max(rel(plus, ref[0]), rel(minus, ref_minus[0])), max(rel(plus, ref_minus[0]), rel(minus, ref[0])))
+    print(f"haas job grid vs torch official (both signs): relative max error {job_err:.1e}")
+    assert job_err < 1e-4 and rel(ref_minus[0], ref[0]) > 1e-2
+    _, _, ref_const = _torch_official(unet, x_lat, ts, alphas, K, v_ref[j, 0], scale, np.full(len(ts), sig_ref[j, 0]),
+                                      jacobian=False)
+    assert rel(ref_const[0], ref[0]) > 1e-3, "σ_0(t_J) at every step must give another edit than σ_0(t)"
 
 
 def test_constant_schedule_is_an_option_and_bad_names_fail(setup, tmp_path):
