@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxhspace.directions._solve import top_k_svd
-from jaxhspace.directions.pullback import _check_image
+from jaxhspace.directions.pullback import _check_image, _per_model
 from jaxhspace.geometry.operators import JacobianOperator
 from jaxhspace.diffusion.ddim import ddim_step
 from jaxhspace.diffusion.schedule import alpha_bar
@@ -27,12 +27,31 @@ from jaxhspace.geometry.svd import SVDResult
 from jaxhspace.models.functional import encode_fn, eps_fn, eps_of_h
 
 
+@_per_model
+def _haas_fns(model):
+    """Per-model functions with params and the point as arguments (compiled once per model and shapes):
+    ``encode(params, x [1,H,W,C], t) -> (h, skips, temb)`` (jitted), ``f((params, skips, temb), h) -> ε`` (the
+    operator's function) and ``eps(params, x [B,H,W,C], t [B]) -> ε`` (jitted)."""
+
+    def encode(params, x, t):
+        return encode_fn(model, params)(x, jnp.full((1,), t))
+
+    def f(args, h):
+        params, skips, temb = args
+        return eps_of_h(model, params, skips, temb)(h)
+
+    return jax.jit(encode), f, jax.jit(lambda params, x, t: eps_fn(model, params)(x, t))
+
+
 def haas_operator(model, params, x_t, t, chunk_size=None, compute_dtype=None) -> JacobianOperator:
-    """J = ∂ε/∂h at the h of one image ``x_t [H, W, C]``, scalar ``t``: ``[H*W*C, h*w*Cmid]``."""
+    """J = ∂ε/∂h at the h of one image ``x_t [H, W, C]``, scalar ``t``: ``[H*W*C, h*w*Cmid]``.
+
+    ``params``, the skips and temb are arguments of the (cached) linearisation, not constants: operators at new
+    images or timesteps of the same shapes re-use the compiled programs (:class:`JacobianOperator`'s ``args``)."""
     x_t = _check_image(x_t, model.config.in_channels)
-    h, skips, temb = encode_fn(model, params)(x_t[None], jnp.full((1,), t))
-    return JacobianOperator(eps_of_h(model, params, skips, temb), h[0], chunk_size=chunk_size,
-                            compute_dtype=compute_dtype)
+    encode, f, _ = _haas_fns(model)
+    h, skips, temb = encode(params, x_t[None], t)
+    return JacobianOperator(f, h[0], args=(params, skips, temb), chunk_size=chunk_size, compute_dtype=compute_dtype)
 
 
 def haas_jacobian(model, params, x_t, t, k: int, key, method: str = "lanczos", chunk_size=None,
@@ -45,6 +64,9 @@ def haas_jacobian(model, params, x_t, t, k: int, key, method: str = "lanczos", c
 
     Returns:
       SVDResult with v [k, h, w, Cmid] (unit Δh directions in H), u [k, H, W, C] (ε-space), s [k].
+
+    As for :func:`~jaxhspace.directions.pullback.pullback`, only the first call per model, shapes, k and solver
+    settings compiles; later points (images, timesteps) re-use the compiled encoder, linearisation and solver.
     """
     op = haas_operator(model, params, x_t, t, chunk_size, compute_dtype)
     return top_k_svd(op, k, key, method, **svd_kwargs)
@@ -60,8 +82,8 @@ def haas_trajectory_svd(model, params, schedule, x_T, timesteps, k: int, key, me
 
     Args:
       x_T: [H, W, C] one latent (e.g. the DDIM inversion of a face); timesteps: [S] strictly descending ints.
-      k: singular triplets per step (small k: one cheap solve per step). Other args as :func:`haas_jacobian`
-        (step i uses ``fold_in(key, i)``).
+      k: singular triplets per step (small k: one cheap solve per step; all steps share one compiled solver).
+        Other args as :func:`haas_jacobian` (step i uses ``fold_in(key, i)``).
 
     Returns:
       ``(s [S, k], v [S, k, h, w, Cmid])``: σ_k(t) and the unit h-space right singular vectors at every step.
@@ -69,7 +91,7 @@ def haas_trajectory_svd(model, params, schedule, x_T, timesteps, k: int, key, me
     ts = np.asarray(timesteps, np.int64).reshape(-1)
     if ts.size == 0 or np.any(np.diff(ts) >= 0):
         raise ValueError(f"timesteps must be a non-empty strictly descending list, got {ts.tolist()}")
-    f = jax.jit(eps_fn(model, params))
+    eps = _haas_fns(model)[2]
     x = jnp.asarray(x_T, jnp.float32)[None]
     ss, vs = [], []
     for i, t in enumerate(ts):
@@ -78,7 +100,7 @@ def haas_trajectory_svd(model, params, schedule, x_T, timesteps, k: int, key, me
         ss.append(np.asarray(res.s))
         vs.append(np.asarray(res.v))
         a_prev = alpha_bar(schedule, int(ts[i + 1])) if i + 1 < ts.size else 1.0
-        x = ddim_step(x, f(x, jnp.full((1,), int(t))), alpha_bar(schedule, int(t)), a_prev)
+        x = ddim_step(x, eps(params, x, jnp.full((1,), int(t))), alpha_bar(schedule, int(t)), a_prev)
     return np.stack(ss), np.stack(vs)
 
 

@@ -9,6 +9,8 @@ block Krylov and subspace iteration by name) replaces subspace iteration, and u 
 """
 from __future__ import annotations
 
+import functools
+
 import jax.numpy as jnp
 
 from jaxhspace.directions._solve import top_k_svd
@@ -27,10 +29,42 @@ def _check_image(x_t, in_channels: int, name: str = "x_t"):
     return x_t
 
 
+def _per_model(builder):
+    """``builder(model)`` memoised on ``model`` (``==``/hash: equal UNet configs share one entry, a
+    :class:`~jaxhspace.models.conditioning.Conditioned` is its own), so the function it returns is the same object
+    on every call: a static argument that lets jitted programs keyed on it be compiled once per model and shapes.
+    An unhashable model gets a fresh function (correct, but compiled again per call)."""
+    cached = functools.lru_cache(maxsize=16)(builder)
+
+    @functools.wraps(builder)
+    def get(model):
+        try:
+            return cached(model)
+        except TypeError:  # unhashable model
+            return builder(model)
+
+    return get
+
+
+@_per_model
+def _h_of_x_at(model):
+    """``f((params, t), x [H, W, C]) -> h [h, w, Cmid]`` (:func:`h_of_x` with params and t as arguments)."""
+
+    def f(args, x):
+        params, t = args
+        return h_of_x(model, params, t)(x)
+
+    return f
+
+
 def pullback_operator(model, params, x_t, t, chunk_size=None, compute_dtype=None) -> JacobianOperator:
-    """J = ∂h/∂x at one image ``x_t [H, W, C]`` and scalar ``t``: a ``[h*w*Cmid, H*W*C]`` operator."""
+    """J = ∂h/∂x at one image ``x_t [H, W, C]`` and scalar ``t``: a ``[h*w*Cmid, H*W*C]`` operator.
+
+    ``params`` and ``t`` are arguments of the (cached) linearisation, not constants: operators at new images or
+    timesteps of the same shapes re-use the compiled programs (see :class:`JacobianOperator`'s ``args``)."""
     x_t = _check_image(x_t, model.config.in_channels)
-    return JacobianOperator(h_of_x(model, params, t), x_t, chunk_size=chunk_size, compute_dtype=compute_dtype)
+    return JacobianOperator(_h_of_x_at(model), x_t, args=(params, t), chunk_size=chunk_size,
+                            compute_dtype=compute_dtype)
 
 
 def pullback(model, params, x_t, t, k: int, key, method: str = "lanczos", chunk_size=None,
@@ -51,6 +85,9 @@ def pullback(model, params, x_t, t, k: int, key, method: str = "lanczos", chunk_
     Returns:
       SVDResult with v [k, H, W, C] (unit directions in X), u [k, h, w, Cmid] (in H), s [k], and the
       number of JVPs/VJPs spent.
+
+    Only the first call per model, image shape, k and solver settings compiles: (x_t, t), params and key are
+    arguments of the compiled linearisation and solver, so calls at other images or timesteps re-use them.
     """
     op = pullback_operator(model, params, x_t, t, chunk_size, compute_dtype)
     return top_k_svd(op, k, key, method, **svd_kwargs)

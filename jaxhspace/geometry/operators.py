@@ -45,12 +45,32 @@ def _first(fn):
     return jax.tree_util.Partial(lambda t, u: t(u)[0], fn)
 
 
+@functools.partial(jax.jit, static_argnames=("f",))
+def _linearize_at(f, args, x):
+    """``(f(args, x), J, J^T)`` with ``J = d f(args, .)/dx (x)``: one compiled program per (``f``, shapes, dtypes).
+
+    ``J`` and ``J^T`` are returned as ``jax.tree_util.Partial`` s whose leaves are the residuals (outputs of this
+    call) and whose functions were made while tracing, so every later call with the same ``f``, shapes and dtypes
+    returns the *same* function objects: jitted consumers taking them as arguments (:func:`_apply_block`, the
+    Lanczos solver) find their compiled programs in the cache instead of compiling again for every point.
+    """
+    y, f_jvp = jax.linearize(lambda z: f(args, z), x)
+    return y, f_jvp, _first(jax.linear_transpose(f_jvp, x))
+
+
 class JacobianOperator:
     """The Jacobian ``J = df/dx`` at ``x`` as a counted, matrix-free linear operator.
 
     Args:
-      f: function from an array shaped like ``x`` to one floating array (any shapes).
+      f: function from an array shaped like ``x`` to one floating array (any shapes); with ``args``, a function
+        ``f(args, x)`` instead (see ``args``).
       x: the linearisation point, a floating array without NaN/inf.
+      args: optional pytree of arrays (e.g. ``(params, t)``) passed as ``f(args, x)``: the Jacobian is still
+        ``d f(args, x)/dx`` (``args`` held fixed), but the linearisation runs as one jitted call with ``args``
+        and ``x`` as traced arguments, keyed on ``f`` (static: hashable, compared by ``==``). Building
+        operators at new points (new ``x``, ``args`` of the same shapes) with the same ``f`` object then
+        re-uses every compiled program (linearisation, block products, the Lanczos solver) instead of compiling
+        them again per point, as happens for a fresh closure ``f``. Keep ``f`` itself alive and reuse it.
       chunk_size: if set, block products process at most this many columns at a time
         (``lax.map`` over vmapped chunks) to bound the memory of the tangent pass.
       compute_dtype: optional lower precision, e.g. ``jnp.bfloat16``. ``x`` is cast to it before
@@ -77,6 +97,7 @@ class JacobianOperator:
         *,
         chunk_size: Optional[int] = None,
         compute_dtype=None,
+        args=None,
     ):
         if not hasattr(x, "dtype"):
             x = np.asarray(x)
@@ -88,7 +109,8 @@ class JacobianOperator:
         if chunk_size is not None and (int(chunk_size) != chunk_size or chunk_size < 1):
             raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
 
-        self.f = f
+        self.f = f if args is None else functools.partial(f, args)
+        self.args = args
         self.x = x
         self.chunk_size = None if chunk_size is None else int(chunk_size)
         self.compute_dtype = None if compute_dtype is None else jnp.dtype(compute_dtype)
@@ -96,11 +118,15 @@ class JacobianOperator:
             raise ValueError(f"compute_dtype must be a floating dtype, got {compute_dtype}")
 
         x_lin = x if self.compute_dtype is None else x.astype(self.compute_dtype)
-        y, f_jvp = jax.linearize(f, x_lin)
+        if args is None:
+            y, f_jvp = jax.linearize(f, x_lin)
+            f_vjp = None
+        else:
+            y, f_jvp, f_vjp = _linearize_at(f, args, x_lin)
         if not jnp.issubdtype(y.dtype, jnp.floating):
             raise ValueError(f"f(x) must be a real floating array, got dtype {y.dtype}")
         self._jvp = f_jvp  # jax.tree_util.Partial: the residuals are pytree leaves, not constants
-        self._vjp = _first(jax.linear_transpose(f_jvp, x_lin))
+        self._vjp = _first(jax.linear_transpose(f_jvp, x_lin)) if f_vjp is None else f_vjp
         self._tin = x_lin.dtype  # tangent dtype fed to J
         self._tout = y.dtype  # cotangent dtype fed to J^T
         self.dtype = jnp.promote_types(jnp.float32, jnp.promote_types(x.dtype, y.dtype))
