@@ -19,6 +19,7 @@ from tqdm import tqdm
 from jaxhspace.data import synthfaces as sf
 from jaxhspace.errors import TrainingInterrupted
 from jaxhspace.models.clip import init_clip_params
+from jaxhspace.tasks.ddpm_train import run_settings
 from jaxhspace.training import clip_synthfaces as cs
 from jaxhspace.training.checkpointing import Checkpointer
 from jaxhspace.training.loop import final_loss_from_log
@@ -28,6 +29,13 @@ from jaxhspace.training.safety import InterruptGuard, LossGuard, check_export_di
 # config fields that do not change the trained weights (not compared on resume); total_steps does (cosine lr)
 BOOKKEEPING = ("task", "max_minutes", "export_dir", "allow_asset_export", "log_every", "checkpoint_every",
                "resume_policy", "max_loss_growth", "loss_window", "stop_at_step", "eval_every", "eval_seed", "eval_n")
+
+
+def validate(config) -> None:
+    """Checks run before any work: the loop fields (``total_steps``, ``lr``, ``checkpoint_every``, ``log_every``,
+    ``max_minutes``, ``max_loss_growth``, ``loss_window``, ``resume_policy``) as
+    :class:`~jaxhspace.training.loop.RunSettings` (a JaxhspaceError naming the field)."""
+    run_settings(config).validate()
 
 
 def optimizer_args(config) -> tuple:
@@ -78,6 +86,7 @@ def run(config, workdir: str) -> dict:
     refused unless ``config.resume_policy="allow"`` (:func:`jaxhspace.training.run_config.check_resume`).
     Returns the metrics (also written to ``workdir/metrics.json`` and, on export, ``export_dir/metrics.json``).
     """
+    validate(config)
     export_dir = check_export_dir(config.get("export_dir"), workdir, cs.WORKDIR_FILES,
                                   bool(config.get("allow_asset_export", False)))
     os.makedirs(workdir, exist_ok=True)

@@ -43,7 +43,8 @@ def _resolve(path: str) -> str:
 
 
 def validate(config) -> None:
-    """Config checks run before any work (ValueError naming the field and the fix)."""
+    """Config checks run before any work (ValueError naming the field); the input folders are checked when the job
+    starts (:func:`check_inputs`: the shipped config's ``vae_path`` is the output of the VAE job, run first)."""
     unet_config(config)
     run_settings(config).validate()
     for field in ("caption_dropout", "caption_keep_prob", "caption_full_prob"):
@@ -51,6 +52,10 @@ def validate(config) -> None:
             raise ValueError(f"{field}={config[field]} must be in [0, 1]")
     if not 0.0 <= float(config.ema_decay) < 1.0:
         raise ValueError(f"ema_decay={config.ema_decay} must be in [0, 1)")
+
+
+def check_inputs(config) -> None:
+    """``config.vae_path`` and ``config.clip_path`` must be model folders (ValueError naming the field and the fix)."""
     for field in ("vae_path", "clip_path"):
         if not os.path.isfile(os.path.join(_resolve(config[field]), "config.json")):
             raise ValueError(f"{field}={config[field]!r} has no config.json: train the VAE first "
@@ -67,6 +72,7 @@ def run(config, workdir: str) -> dict:
     from jaxhspace.checkpoints.vae import load_vae
 
     validate(config)
+    check_inputs(config)
     export_dir = check_export_dir(config.get("export_dir"), workdir, trainer.WORKDIR_FILES + ("text_encoder",),
                                   bool(config.get("allow_asset_export", False)))
     vae_folder, clip_folder = _resolve(config.vae_path), _resolve(config.clip_path)
