@@ -384,13 +384,6 @@ def check_t_select(t_boost: int, t_select_metric: str, lpips_addnoise_th: float,
                              f"lpips_path, or set lpips_addnoise_th below {MSL2_X_CURVE_BOUND} for msl2")
 
 
-def check_t_select_config(config) -> None:
-    """:func:`check_t_select` on the fields ``t_boost``, ``t_select_metric``, ``lpips_addnoise_th`` and
-    ``add_noise_from_xt`` (default True) of an :class:`AsyrpTrainSettings` or an ``asyrp_train`` config."""
-    check_t_select(int(config.t_boost), str(config.t_select_metric), float(config.lpips_addnoise_th),
-                   bool(getattr(config, "add_noise_from_xt", True)))
-
-
 def train_asyrp(settings: AsyrpTrainSettings, workdir: str, models: AsyrpModels | tuple, images: np.ndarray,
                 sources: Optional[Mapping[str, str]] = None) -> dict:
     """Train (or resume) an Asyrp editor; export it to ``workdir/editor`` when all epochs are done.

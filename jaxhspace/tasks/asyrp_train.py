@@ -15,6 +15,14 @@ from jaxhspace.editing.asyrp_train import AsyrpModels, AsyrpTrainSettings
 from jaxhspace.editing.editor_io import check_editor_destination
 
 
+def check_t_select_config(config) -> None:
+    """:func:`jaxhspace.editing.asyrp_train.check_t_select` on the fields ``t_boost``, ``t_select_metric``,
+    ``lpips_addnoise_th`` and ``add_noise_from_xt`` (default True) of an ``asyrp_train`` config (or an
+    :class:`AsyrpTrainSettings`)."""
+    trainer.check_t_select(int(config.t_boost), str(config.t_select_metric), float(config.lpips_addnoise_th),
+                           bool(getattr(config, "add_noise_from_xt", True)))
+
+
 def settings_from_config(config) -> AsyrpTrainSettings:
     """The :class:`AsyrpTrainSettings` of an ``asyrp_train`` config (``configs/asyrp_train.py``): every settings field
     the config has (a field it lacks keeps the official default); the model, CLIP and data fields stay in the config
