@@ -25,7 +25,7 @@ except ImportError:  # a source tree used without installing jaxhspace
 
 EDITORS = ("assets/editors/red_hair", "assets/editors/glasses")
 EDITOR_NAMES = ("red hair", "glasses")
-# set once for every stage by the demo (tasks/demo.py copies them in), so not repeated in the stage sub-configs
+# set once for every stage by the demo (tasks/demo_job.py copies them in), so not repeated in the stage sub-configs
 SHARED = ("task", "precision", "model_path", "seed", "data_seed", "num_images", "image_paths", "upscale")
 
 

@@ -11,7 +11,7 @@ import pytest
 from configs.clip_synthfaces import get_config
 from jaxhspace.checkpoints.clip import load_clip, load_clip_tokenizer
 from jaxhspace.data import synthfaces as sf
-from jaxhspace.tasks import clip_train
+from jaxhspace.tasks import clip_train_job as clip_train
 from jaxhspace.training import clip_synthfaces as cs
 from jaxhspace.training.checkpointing import Checkpointer
 

@@ -14,7 +14,7 @@ import torch
 from safetensors.numpy import load_file
 
 from jaxhspace.diffusion.schedule import make_schedule
-from jaxhspace.tasks import ddpm_train
+from jaxhspace.tasks import ddpm_train_job as ddpm_train
 from jaxhspace.training import ddpm
 from tests.unet_fixtures import TINY_ATTN2
 

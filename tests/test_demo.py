@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from configs.demo import get_config
-from jaxhspace.tasks import demo
+from jaxhspace.tasks import demo_job as demo
 from jaxhspace.world import DEFAULT_DDPM, DEFAULT_PROBE
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -29,10 +29,10 @@ EXCLUDED = (
     "jaxhspace/directions/",
     "jaxhspace/geometry/",
     "jaxhspace/training/",
-    "jaxhspace/tasks/ddpm_train.py",
-    "jaxhspace/tasks/vae_train.py",
-    "jaxhspace/tasks/latent_ddpm_train.py",
-    "jaxhspace/tasks/clip_train.py",
+    "jaxhspace/tasks/ddpm_train_job.py",
+    "jaxhspace/tasks/vae_train_job.py",
+    "jaxhspace/tasks/latent_ddpm_train_job.py",
+    "jaxhspace/tasks/clip_train_job.py",
 )
 
 #: The commits the official codes were read at (the citations must name these).

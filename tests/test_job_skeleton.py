@@ -42,7 +42,7 @@ def test_every_shipped_config_passes_its_jobs_validate(name):
         c[field] = value
         validate_job(c.task, c)
     if c.task == "demo":
-        from jaxhspace.tasks.demo import stage_configs
+        from jaxhspace.tasks.demo_job import stage_configs
 
         subs = stage_configs(c)
         assert [j for _, j, _ in subs] == ["asyrp_edit", "pullback", "haas", "pca", "pullback", "haas", "pca",

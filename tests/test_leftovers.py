@@ -8,7 +8,7 @@ import stat
 import pytest
 
 from checkpoints_convert import diffusers_unet
-from jaxhspace.tasks import ddpm_train
+from jaxhspace.tasks import ddpm_train_job as ddpm_train
 from tests.test_load_validation import folder  # noqa: F401  (module fixture: a tiny diffusers UNet folder)
 from tests.test_training_safety import ddpm_config
 

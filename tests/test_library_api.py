@@ -15,7 +15,7 @@ from jaxhspace.editing import asyrp_edit as ae
 from jaxhspace.editing.asyrp_train import AsyrpTrainSettings
 from jaxhspace.errors import JaxhspaceError
 from jaxhspace.models.editor import DeltaBlock, EditorConfig, init_editor
-from jaxhspace.tasks.asyrp_train import settings_from_config
+from jaxhspace.tasks.asyrp_train_job import settings_from_config
 
 HS = (8, 8, 32)  # h-space of the tiny UNet below at 16 x 16
 

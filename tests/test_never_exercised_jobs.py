@@ -3,8 +3,8 @@ computation:
 
 - the ``invert_reconstruct`` job (its README row: 8 test faces, n = 10 / 20) against a PyTorch DDIM written from the
   formula on the diffusers UNet;
-- the sample job's probe metrics (``tasks.sample.probe_sample_scores``, behind the README's headline numbers) against
-  the probe CNN re-implemented in PyTorch from its safetensors file plus NumPy (validity rules, the data's
+- the sample job's probe metrics (``tasks.sample_job.probe_sample_scores``, behind the README's headline numbers)
+  against the probe CNN re-implemented in PyTorch from its safetensors file plus NumPy (validity rules, the data's
   feature Gaussian and its 99% threshold, the Fréchet distance through an eigendecomposition instead of ``sqrtm``);
 - ``training.clip_synthfaces.evaluate`` / ``direction_alignment`` against transformers' ``CLIPModel``;
 - ``benchmarks/pullback_reprojection.py`` at tiny size (its reconstruction column against the PyTorch DDIM, its probe
@@ -228,7 +228,7 @@ def ref_probe():
 
 
 def ref_probe_sample_scores(ref_probe, x0, data_seed) -> dict:
-    """Independent twin of ``tasks.sample.probe_sample_scores`` (its docstring: shares of valid / typical / both,
+    """Independent twin of ``tasks.sample_job.probe_sample_scores`` (its docstring: shares of valid / typical / both,
     Fréchet distance to N data faces of ``data_seed`` and data-vs-data (seed + 1) at the same N, data's shares)."""
     net, typical_fn = ref_probe
     heads, feats = net(x0)
@@ -261,7 +261,7 @@ def assert_probe_scores_match(got: dict, ref: dict):
 # ----------------------------------------------------------------------------------------------
 def test_probe_sample_scores_against_torch_probe_and_numpy(ref_probe):
     """Faces, colour-cast faces and noise, so that neither share is 0 or 1 and 'typical' differs from 'valid'."""
-    from jaxhspace.tasks.sample import probe_sample_scores
+    from jaxhspace.tasks.sample_job import probe_sample_scores
 
     rng = np.random.default_rng(0)
     faces = sf.generate(4242, 14)[0]

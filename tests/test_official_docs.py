@@ -15,7 +15,7 @@ def test_official_editor_base_model_is_stated():
 def test_haas_and_clip_docstrings_describe_the_official_scaling():
     import jaxhspace.directions.haas as dh
     import jaxhspace.losses.clip_directional as cd
-    import jaxhspace.tasks.haas as th
+    import jaxhspace.tasks.haas_job as th
 
     for doc in (dh.__doc__, th.__doc__):
         doc = " ".join(doc.split())

@@ -289,7 +289,7 @@ def test_configs_and_bad_options(tmp_path):
     import importlib
 
     from jaxhspace.errors import JaxhspaceError
-    from jaxhspace.tasks import pullback as job
+    from jaxhspace.tasks import pullback_job as job
 
     for name, want in (("configs.celebahq256.pullback", "official"), ("configs.sd.pullback", "official"),
                        ("configs.pullback", None)):

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from jaxhspace.data import synthfaces
-from jaxhspace.tasks.pca import supervised_masks, supervised_specs
+from jaxhspace.tasks.pca_job import supervised_masks, supervised_specs
 
 
 def test_masks_follow_the_factor_kinds():

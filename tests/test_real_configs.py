@@ -164,7 +164,7 @@ def test_pullback_job_runs_on_a_user_folder(user_files):
 
 def test_pca_job_on_model_samples_with_a_supervised_pair(user_files, monkeypatch):
     import jaxhspace.data.images as images_mod
-    import jaxhspace.tasks.pca as job
+    import jaxhspace.tasks.pca_job as job
 
     calls = {}
     for name in ("pca_data_h", "inverted_h", "invert"):
@@ -244,7 +244,7 @@ def test_pullback_job_edit_signs_and_boosted_sampling_values(user_files, monkeyp
     import torch
     from diffusers import DDIMScheduler
 
-    import jaxhspace.tasks.pullback as job
+    import jaxhspace.tasks.pullback_job as job
 
     import jaxhspace.data.images as images_mod
 

@@ -406,7 +406,7 @@ def test_editor_job_refuses_foreign_editor_folder_before_training(tmp_path, monk
 
     from jaxhspace.tasks import get_task
 
-    job = importlib.import_module("jaxhspace.tasks.asyrp_train")
+    job = importlib.import_module("jaxhspace.tasks.asyrp_train_job")
 
     def no_training(config, workdir):
         raise AssertionError("training started")

@@ -7,7 +7,7 @@ import pytest
 import configs.asyrp_train as train_cfg
 from jaxhspace.data import synthfaces
 from jaxhspace.editing.asyrp_train import MSL2_X_CURVE_BOUND
-from jaxhspace.tasks.asyrp_train import check_t_select_config
+from jaxhspace.tasks.asyrp_train_job import check_t_select_config
 from jaxhspace.losses.perceptual import multiscale_l2
 from jaxhspace.tasks import get_task
 

@@ -104,7 +104,7 @@ def test_the_jobs_refuse_bad_loop_settings_before_any_work(tmp_path):
     """The trainer jobs' ``validate(config)`` (run by main before any work) checks the loop settings."""
     import ml_collections
 
-    from jaxhspace.tasks import ddpm_train
+    from jaxhspace.tasks import ddpm_train_job as ddpm_train
 
     c = ml_collections.ConfigDict(dict(total_steps=3, lr=1e-3, checkpoint_every=0, log_every=1))
     with pytest.raises(JaxhspaceError, match=r"RunSettings\.checkpoint_every must be an int >= 1, got 0"):

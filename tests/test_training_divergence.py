@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from jaxhspace.tasks import ddpm_train
+from jaxhspace.tasks import ddpm_train_job as ddpm_train
 from jaxhspace.training.safety import LossGuard
 from tests.test_training_safety import latest_step, ddpm_config
 

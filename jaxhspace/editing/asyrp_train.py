@@ -27,7 +27,7 @@ implemented. ``l1_use_cos=False`` drops the cos factor of the L1 term (official:
 CLIP, cos(src, tgt) can be ≤ 0, which turns the official L1 term into a reward for deviating (an error says so).
 
 The trainer takes explicit arguments (:class:`AsyrpTrainSettings`, :class:`AsyrpModels`, the training images); the
-``asyrp_train`` job (:mod:`jaxhspace.tasks.asyrp_train`) builds them from its config, loads the models and images,
+``asyrp_train`` job (:mod:`jaxhspace.tasks.asyrp_train_job`) builds them from its config, loads the models and images,
 and writes ``metrics.json``.
 """
 from __future__ import annotations

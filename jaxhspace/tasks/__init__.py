@@ -5,21 +5,21 @@ Each job is ``run(config, workdir) -> dict`` (the metrics it also writes to ``wo
 import importlib
 
 TASKS = {
-    "sample": "jaxhspace.tasks.sample",
-    "invert_reconstruct": "jaxhspace.tasks.invert_reconstruct",
-    "ddpm_train": "jaxhspace.tasks.ddpm_train",
-    "vae_train": "jaxhspace.tasks.vae_train",
-    "latent_ddpm_train": "jaxhspace.tasks.latent_ddpm_train",
-    "pullback": "jaxhspace.tasks.pullback",
-    "haas": "jaxhspace.tasks.haas",
-    "pca": "jaxhspace.tasks.pca",
-    "asyrp_train": "jaxhspace.tasks.asyrp_train",
-    "asyrp_edit": "jaxhspace.tasks.asyrp_edit",
-    "clip_train": "jaxhspace.tasks.clip_train",
-    "hosvd": "jaxhspace.tasks.hosvd",
-    "demo": "jaxhspace.tasks.demo",
-    "prompt_sample": "jaxhspace.tasks.prompt_sample",
-    "prompt_edit": "jaxhspace.tasks.prompt_edit",
+    "sample": "jaxhspace.tasks.sample_job",
+    "invert_reconstruct": "jaxhspace.tasks.invert_reconstruct_job",
+    "ddpm_train": "jaxhspace.tasks.ddpm_train_job",
+    "vae_train": "jaxhspace.tasks.vae_train_job",
+    "latent_ddpm_train": "jaxhspace.tasks.latent_ddpm_train_job",
+    "pullback": "jaxhspace.tasks.pullback_job",
+    "haas": "jaxhspace.tasks.haas_job",
+    "pca": "jaxhspace.tasks.pca_job",
+    "asyrp_train": "jaxhspace.tasks.asyrp_train_job",
+    "asyrp_edit": "jaxhspace.tasks.asyrp_edit_job",
+    "clip_train": "jaxhspace.tasks.clip_train_job",
+    "hosvd": "jaxhspace.tasks.hosvd_job",
+    "demo": "jaxhspace.tasks.demo_job",
+    "prompt_sample": "jaxhspace.tasks.prompt_sample_job",
+    "prompt_edit": "jaxhspace.tasks.prompt_edit_job",
 }
 
 

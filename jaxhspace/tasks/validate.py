@@ -12,7 +12,7 @@ value and the allowed range. Only fields a config actually has are checked, so o
 * every field is one some shipped config of the job has, with a value of the kind they give it
   (:func:`check_fields`: a typo such as ``pca_sorce`` fails with the closest names);
 * the job's own ``validate(config)`` (impossible combinations, unknown option names), e.g.
-  :meth:`jaxhspace.tasks.pullback.PullbackJob.validate`; the demo validates every stage's sub-config this way
+  :meth:`jaxhspace.tasks.pullback_job.PullbackJob.validate`; the demo validates every stage's sub-config this way
   before its first stage runs.
 """
 from __future__ import annotations
@@ -168,7 +168,7 @@ def known_fields() -> dict:
         cfg = mod.get_config().to_dict()
         add(cfg.get("task", ""), cfg, f"configs/{name}.py")
         if cfg.get("task") == "demo":
-            from jaxhspace.tasks.demo import stage_configs
+            from jaxhspace.tasks.demo_job import stage_configs
 
             for _, job, sub in stage_configs(mod.get_config()):
                 add(job, sub.to_dict(), f"configs/{name}.py")

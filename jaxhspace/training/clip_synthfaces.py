@@ -1,6 +1,6 @@
 """Train a tiny CLIP on SynthFaces (images + augmented captions), resumably, and ship it in HF format.
 
-The job (config, training loop, export) is :mod:`jaxhspace.tasks.clip_train`:
+The job (config, training loop, export) is :mod:`jaxhspace.tasks.clip_train_job`:
 ``python -m jaxhspace.main --config configs/clip_synthfaces.py --workdir runs/clip_synthfaces``
 (re-running resumes from the newest orbax checkpoint in ``workdir/checkpoints``).
 

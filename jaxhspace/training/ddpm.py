@@ -1,7 +1,7 @@
 """The pieces of the small DDPM (ε-prediction, Ho et al. 2020 eq. 14) trained on SynthFaces: the two-phase
 learning rate, the (min-SNR weighted) loss, the jitted train step, the batch of a step and the exported scheduler
 config. The job that trains and exports it in diffusers folder format (so that loading it exercises the same
-converter path as a real checkpoint) is :mod:`jaxhspace.tasks.ddpm_train`:
+converter path as a real checkpoint) is :mod:`jaxhspace.tasks.ddpm_train_job`:
 
 ``python -m jaxhspace.main --config configs/ddpm_synthfaces.py --workdir runs/ddpm_synthfaces``
 (re-running the same command resumes from the newest orbax checkpoint in ``workdir/checkpoints``).

@@ -1,7 +1,7 @@
 """Train the tiny text-conditioned latent DDPM of the embedded default (a Stable-Diffusion-format pipeline on
 SynthFaces), resumably, and export the whole diffusers pipeline folder.
 
-The job is :mod:`jaxhspace.tasks.latent_ddpm_train`:
+The job is :mod:`jaxhspace.tasks.latent_ddpm_train_job`:
 ``python -m jaxhspace.main --config configs/sd_synthfaces/unet.py --workdir runs/sd_unet``
 (re-running resumes from the newest checkpoint in ``workdir/checkpoints``).
 

@@ -1,7 +1,7 @@
 """Train a tiny ``AutoencoderKL`` on SynthFaces (the VAE of the embedded text-conditioned default), resumably,
 and export it as a diffusers ``AutoencoderKL`` folder.
 
-The job is :mod:`jaxhspace.tasks.vae_train`:
+The job is :mod:`jaxhspace.tasks.vae_train_job`:
 ``python -m jaxhspace.main --config configs/sd_synthfaces/vae.py --workdir runs/sd_vae``
 (re-running resumes from the newest checkpoint in ``workdir/checkpoints``).
 

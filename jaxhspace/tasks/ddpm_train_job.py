@@ -22,7 +22,7 @@ from jaxhspace.training.safety import check_export_dir, export_folder
 
 # config fields that do not change the trained weights (not compared on resume). The DDPM job compares
 # ``precision`` (as it always did, so old checkpoints resume with the same verdicts); the trainers of
-# :mod:`jaxhspace.tasks.vae_train` and :mod:`jaxhspace.tasks.latent_ddpm_train` ignore it (RUN_BOOKKEEPING).
+# :mod:`jaxhspace.tasks.vae_train_job` and :mod:`jaxhspace.tasks.latent_ddpm_train_job` ignore it (RUN_BOOKKEEPING).
 BOOKKEEPING = ("task", "max_minutes", "export_dir", "allow_asset_export", "log_every", "checkpoint_every",
                "resume_policy", "max_loss_growth", "loss_window")
 RUN_BOOKKEEPING = BOOKKEEPING + ("precision",)

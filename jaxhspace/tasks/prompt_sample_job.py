@@ -68,7 +68,7 @@ def run(config, workdir: str) -> dict:
     """Sample ``config.num_prompts`` prompts at each of ``config.guidance_scales`` and score them."""
     from jaxhspace.checkpoints.pipeline import latents_to_images, load_pipeline
     from jaxhspace.diffusion.text_sampling import text_to_latents
-    from jaxhspace.tasks.sample import probe_sample_scores
+    from jaxhspace.tasks.sample_job import probe_sample_scores
     from jaxhspace.world import DEFAULT_PROBE, resolve_asset
 
     validate(config)
