@@ -29,13 +29,10 @@ def _configs(job):
 
 
 @pytest.mark.parametrize("job", JOBS)
-def test_real_config_has_every_field_of_the_small_one(job):
+def test_real_config_documents_its_command_and_placeholders(job):
+    # (a real config is its small config plus overrides: test_job_skeleton.test_variants_are_their_base_plus_overrides)
     mod, real, small = _configs(job)
-    missing = sorted(set(small.keys()) - set(real.keys()))
-    assert not missing, f"configs/celebahq256/{job}.py lacks {missing}"
     assert real.task == small.task == job
-    for k in small.keys():  # same types, so --config.<field> overrides and the job code behave the same
-        assert type(real[k]) is type(small[k]), (k, type(real[k]), type(small[k]))
     assert f"python -m jaxhspace.main --config configs/celebahq256/{job}.py" in mod.__doc__
     assert "--config.model_path=" in mod.__doc__
     assert real.model_path.startswith("/path/to/") and not os.path.exists(real.model_path)
