@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from jaxhspace.tasks import clip_train_job as clip_train, ddpm_train
+from jaxhspace.tasks import clip_train_job as clip_train, ddpm_train_job as ddpm_train
 from tests.test_training_safety import clip_config, ddpm_config
 
 

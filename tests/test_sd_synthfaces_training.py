@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from jaxhspace.tasks import latent_ddpm_train_job as latent_ddpm_train, vae_train
+from jaxhspace.tasks import latent_ddpm_train_job as latent_ddpm_train, vae_train_job as vae_train
 from jaxhspace.training import vae
 from jaxhspace.world import DEFAULT_CLIP
 

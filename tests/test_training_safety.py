@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from jaxhspace.tasks import clip_train_job as clip_train, ddpm_train
+from jaxhspace.tasks import clip_train_job as clip_train, ddpm_train_job as ddpm_train
 from jaxhspace.training import ddpm
 from jaxhspace.training.checkpointing import Checkpointer
 
