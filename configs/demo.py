@@ -56,8 +56,8 @@ def get_config(arg: str = ""):
 
     c.asyrp_edit = stage(asyrp_edit.get_config(), editor_paths=EDITORS, editor_names=EDITOR_NAMES, global_dh_images=8)
     c.pullback = stage(pullback.get_config(), k=6, svd_max_iters=20)
-    # one SVD per face at jacobian_t (the official per-step σ_k(t) costs one SVD per edited step, each ≈10 s here
-    # because every call re-linearises and re-compiles: 20x the demo's Haas time); configs/haas.py keeps "per_step"
+    # one SVD per face at jacobian_t; the official per-step σ_k(t) (configs/haas.py) costs one SVD per edited step:
+    # ≈3 min for this stage at 8 faces since the solver compiles once (0f9bd0b), ≈1.5 min with "constant"
     c.haas = stage(haas.get_config(), svd_max_iters=20, sigma_schedule="constant")
     c.pca = stage(pca.get_config(), supervised_factor="glasses", scales=(-2.0, 2.0))
 

@@ -1,14 +1,15 @@
 """Haas et al. (FG 2024) h-space directions: the SVD of J = ∂ε/∂h (skips and temb fixed).
 
 The official code runs power iteration on JJᵀ in ε-space with sequential deflation, k = 3, and returns
-the h-space right singular vectors Jᵀu/σ (``shared/reference/haas_official.md`` §2). Here the same
-matrix-free engine as the pullback gives all k at once; ``v`` (input side) lives in H and is what gets
-added as Δh.
+the h-space right singular vectors Jᵀu/σ (``renhaa/semantic-diffusion@91f0a15:editing/jacobian.py:18-90``).
+Here the same matrix-free engine as the pullback gives all k at once; ``v`` (input side) lives in H and is what
+gets added as Δh.
 
 Official edit (``get_direction`` / ``power_direction_overview`` with ``global_at_idx`` and ``apply_svals``,
 renhaa/semantic-diffusion@91f0a15:editing/direction_plotter.py:113-121): the vector v_k of ONE timestep t_J is
 repeated at every step, and step t is multiplied by THAT step's σ_k(t), i.e. Δh_t = scale·σ_k(t)·v_k(t_J), with
-σ_k(t) from the SVD at every step of the unedited trajectory (editing/jacobian.py:199-223).
+σ_k(t) from the SVD at every step of the unedited trajectory
+(``renhaa/semantic-diffusion@91f0a15:editing/jacobian.py:199-223``).
 :func:`haas_trajectory_svd` computes those σ_k(t) and :func:`haas_schedule_delta` builds the per-step Δh table;
 a constant Δh = scale·σ_k(t_J)·v_k(t_J) is the non-official ``sigma_schedule="constant"`` of the haas job.
 """
@@ -77,7 +78,8 @@ def haas_trajectory_svd(model, params, schedule, x_T, timesteps, k: int, key, me
     """Top-k SVD of J = ∂ε/∂h at every step of the unedited DDIM (η = 0) trajectory from ``x_T``.
 
     The official ``calc_power_dirs`` walks the reverse process from x_T and takes the SVD at each of its
-    timesteps (editing/jacobian.py:199-223; its η = 1 walk draws fresh noise, here the walk is deterministic).
+    timesteps (``renhaa/semantic-diffusion@91f0a15:editing/jacobian.py:199-223``; its η = 1 walk draws fresh
+    noise, here the walk is deterministic).
     Step i is at t = timesteps[i] and moves to timesteps[i + 1] (ᾱ = 1 after the last).
 
     Args:

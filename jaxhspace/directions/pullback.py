@@ -2,10 +2,11 @@
 
 Right singular vectors v_i live in X (the image space at time t), left ones u_i = J v_i / σ_i in H
 (the mid-block output). The official code runs block subspace iteration on JᵀJ (k = 50, 10-50
-iterations, k JVPs + k VJPs each; see ``shared/reference/park_official.md``) and returns u from the
-pre-SVD iterate, so its (u, v) pairs carry random relative signs. Here ``jax.linearize`` evaluates the
-encoder once, ``jax.linear_transpose`` gives Jᵀ, thick-restart Lanczos bidiagonalisation (default; randomized
-block Krylov and subspace iteration by name) replaces subspace iteration, and u = J v / σ is sign-consistent with v.
+iterations, k JVPs + k VJPs each; ``enkeejunior1/Diffusion-Pullback@859c012:src/utils/utils.py:165-249``)
+and returns u from the pre-SVD iterate, so its (u, v) pairs carry random relative signs. Here ``jax.linearize``
+evaluates the encoder once, ``jax.linear_transpose`` gives Jᵀ, thick-restart Lanczos bidiagonalisation (default;
+randomized block Krylov and subspace iteration by name) replaces subspace iteration, and u = J v / σ is
+sign-consistent with v.
 """
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ bottleneck ``h`` ``[h, w, C]``), and a point ``x``. ``J = df/dx (x)`` is an ``m 
 
 * ``jax.linearize(f, x)`` evaluates the primal once and stores the residuals; every JVP after that
   only runs the linear (tangent) part. (The official Pullback code re-runs the primal per
-  direction, see ``reference/park_official.md`` section 2.)
+  direction, ``enkeejunior1/Diffusion-Pullback@859c012:src/utils/utils.py:165-249``.)
 * ``jax.linear_transpose`` of the linearized function gives ``J^T`` (a VJP that reuses the same
   residuals, no second forward pass).
 * Block products act on a leading block axis (``V [b, *in_shape]``) with ``vmap``; ``chunk_size``

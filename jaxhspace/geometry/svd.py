@@ -434,12 +434,12 @@ def subspace_iteration(
     needs anyway, so the stopping test costs no products (``O(b^2 n)`` flops). Converges like
     ``(s_{b+1}/s_l)^2`` per iteration for triplet ``l`` (Golub & Van Loan, section 8.2.4).
 
-    Contrast with the official Pullback loop (``reference/park_official.md`` section 2): it
-    re-orthonormalises with an SVD and stops on ``torch.allclose(V_prev, V, atol)``, an
-    element-wise test on signed vectors. The SVD returns each vector with an arbitrary sign, so
-    the test practically never fires and the loop pays all ``max_iter`` iterations; its ``u`` is
-    ``J V`` of the pre-SVD iterate, so u/v pairs carry random relative signs. Here the test is
-    the sign-invariant two-sided residual and ``u = J v / s``.
+    Contrast with the official Pullback loop
+    (``enkeejunior1/Diffusion-Pullback@859c012:src/utils/utils.py:165-249``): it re-orthonormalises with an SVD
+    and stops on ``torch.allclose(V_prev, V, atol)``, an element-wise test on signed vectors. The SVD returns
+    each vector with an arbitrary sign, so the test practically never fires and the loop pays all ``max_iter``
+    iterations; its ``u`` is ``J V`` of the pre-SVD iterate, so u/v pairs carry random relative signs. Here the
+    test is the sign-invariant two-sided residual and ``u = J v / s``.
 
     Args: as :func:`randomized_block_krylov`; ``block_size`` defaults to ``k`` (the official
     choice). Returns an :class:`SVDResult`.
