@@ -15,7 +15,7 @@ from jaxhspace.editing.asyrp_train import epoch_order, lr_schedule, training_gri
 from jaxhspace.editing.editor_io import load_editor
 from jaxhspace.losses.clip_directional import IMAGENET_TEMPLATES
 from jaxhspace.tasks import get_task
-from tests.unet_fixtures import make_torch_unet
+from tests.unet_fixtures import make_torch_unet, spy as _spy
 
 # no attention in the down/up blocks (faster compiles); the mid block, whose output is h, keeps its attention
 UNET = dict(sample_size=32, in_channels=3, out_channels=3, block_out_channels=[16, 32], layers_per_block=1,
@@ -105,18 +105,6 @@ def test_interrupted_and_resumed_run_is_bit_identical(paths, run_a):
     assert len(leaves_a) == len(leaves_b) == 8
     assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(leaves_a, leaves_b))
     assert m2["loss"] == m_a["loss"] and m2["l1"] == m_a["l1"]  # all 6 per-step losses, bit for bit
-
-
-def _spy(monkeypatch, module, name, store):
-    """Wrap ``module.name`` so that each call appends ``(args, kwargs, result)`` to ``store[name]``."""
-    real = getattr(module, name)
-
-    def wrapped(*a, **kw):
-        out = real(*a, **kw)
-        store.setdefault(name, []).append((a, kw, out))
-        return out
-
-    monkeypatch.setattr(module, name, wrapped)
 
 
 def _numpy_delta_block(p, h, temb, groups):

@@ -12,7 +12,7 @@ from PIL import Image
 
 from jaxhspace.data.images import expand_image_paths
 from jaxhspace.tasks import get_task
-from tests.unet_fixtures import make_torch_unet
+from tests.unet_fixtures import make_torch_unet, spy as _spy
 
 JOBS = ("asyrp_train", "asyrp_edit", "pullback", "haas", "pca", "sample", "invert_reconstruct")
 # no attention in the down/up blocks (faster compiles); the mid block, whose output is h, keeps its attention
@@ -216,18 +216,6 @@ def test_pca_job_on_model_samples_with_a_supervised_pair(user_files, monkeypatch
     assert max(errs) < 1e-4
     for a, b in ((plus, minus), (sup_plus, sup_minus)):
         assert np.abs(a - b).max() > 1e-2 * np.abs(a).max(), "the sign of the scale must change the image"
-
-
-def _spy(monkeypatch, module, name, store):
-    """Wrap ``module.name`` so that each call appends ``(args, kwargs, result)`` to ``store[name]``."""
-    real = getattr(module, name)
-
-    def wrapped(*a, **kw):
-        out = real(*a, **kw)
-        store.setdefault(name, []).append((a, kw, out))
-        return out
-
-    monkeypatch.setattr(module, name, wrapped)
 
 
 def test_pullback_job_edit_signs_and_boosted_sampling_values(user_files, monkeypatch):

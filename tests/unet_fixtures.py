@@ -129,3 +129,15 @@ def check_parity(label: str, got, want, tol: float, regression_tol: float, scale
     assert err <= regression_tol, (f"{label}: parity error {err:.3e} exceeds the regression bound {regression_tol:.2g} "
                                    f"(contract {tol:.2g} still met: something got less accurate)")
     return err
+
+
+def spy(monkeypatch, module, name, store):
+    """Wrap ``module.name`` so that each call appends ``(args, kwargs, result)`` to ``store[name]``."""
+    real = getattr(module, name)
+
+    def wrapped(*a, **kw):
+        out = real(*a, **kw)
+        store.setdefault(name, []).append((a, kw, out))
+        return out
+
+    monkeypatch.setattr(module, name, wrapped)
