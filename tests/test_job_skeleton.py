@@ -132,3 +132,14 @@ def test_command_line_runs_a_job_end_to_end(tmp_path):
                           str(tmp_path / "pca"), "--config.pca_source=imgs"], cwd=ROOT, capture_output=True,
                          text=True, timeout=300)
     assert bad.returncode == 2 and "config.pca_source" in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
+
+
+def test_a_value_of_the_wrong_kind_is_refused_naming_the_field():
+    import ml_collections
+
+    c = ml_collections.ConfigDict({**_load("haas").to_dict(), "k": "3"})  # str where haas has a number
+    with pytest.raises(JaxhspaceError, match=r"config\.k = '3' is a str, but the haas job expects a number"):
+        validate_job("haas", c)
+    c = ml_collections.ConfigDict({**_load("haas").to_dict(), "scales": 100.0})  # number, not a sequence
+    with pytest.raises(JaxhspaceError, match=r"config\.scales"):
+        validate_job("haas", c)
