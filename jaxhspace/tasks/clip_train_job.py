@@ -19,7 +19,7 @@ from tqdm import tqdm
 from jaxhspace.data import synthfaces as sf
 from jaxhspace.errors import TrainingInterrupted
 from jaxhspace.models.clip import init_clip_params
-from jaxhspace.tasks.ddpm_train_job import run_settings
+from jaxhspace.tasks.common import run_settings
 from jaxhspace.training import clip_synthfaces as cs
 from jaxhspace.training.checkpointing import Checkpointer
 from jaxhspace.training.loop import final_loss_from_log

@@ -1,4 +1,4 @@
-"""Small pieces shared by jobs: timestep grids from a config, writing metrics."""
+"""Small pieces shared by jobs: timestep grids from a config, writing metrics, the training jobs' loop settings."""
 from __future__ import annotations
 
 import json
@@ -34,3 +34,22 @@ def write_metrics(workdir: str, metrics: dict, name: str = "metrics.json") -> st
         json.dump(metrics, f, indent=2, default=float)
     os.replace(path + ".tmp", path)
     return path
+
+
+# Training jobs: config fields that do not change the trained weights (not compared on resume). The DDPM job compares
+# ``precision`` (as it always did, so old checkpoints resume with the same verdicts); the VAE and latent-DDPM jobs
+# ignore it (RUN_BOOKKEEPING).
+BOOKKEEPING = ("task", "max_minutes", "export_dir", "allow_asset_export", "log_every", "checkpoint_every",
+               "resume_policy", "max_loss_growth", "loss_window")
+RUN_BOOKKEEPING = BOOKKEEPING + ("precision",)
+
+
+def run_settings(config):
+    """The training loop's :class:`~jaxhspace.training.loop.RunSettings` of a trainer's config (the fields of
+    ``configs._common.add_run_fields``; absent optional ones keep the loop's defaults)."""
+    from jaxhspace.training.loop import RunSettings
+
+    return RunSettings(total_steps=config.total_steps, lr=config.lr, checkpoint_every=config.checkpoint_every,
+                       log_every=config.log_every, max_minutes=config.get("max_minutes") or 0.0,
+                       max_loss_growth=config.get("max_loss_growth", 100.0), loss_window=config.get("loss_window", 10),
+                       resume_policy=config.get("resume_policy", "strict") or "strict")

@@ -15,27 +15,11 @@ import numpy as np
 
 from jaxhspace.diffusion.schedule import make_schedule
 from jaxhspace.models.unet import UNet2DModel, UNetConfig
+from jaxhspace.tasks.common import BOOKKEEPING, run_settings
 from jaxhspace.training import ddpm
-from jaxhspace.training.loop import RunSettings, latest_step, run_training
+from jaxhspace.training.loop import latest_step, run_training
 from jaxhspace.training.run_config import result_fields
 from jaxhspace.training.safety import check_export_dir, export_folder
-
-# config fields that do not change the trained weights (not compared on resume). The DDPM job compares
-# ``precision`` (as it always did, so old checkpoints resume with the same verdicts); the trainers of
-# :mod:`jaxhspace.tasks.vae_train_job` and :mod:`jaxhspace.tasks.latent_ddpm_train_job` ignore it (RUN_BOOKKEEPING).
-BOOKKEEPING = ("task", "max_minutes", "export_dir", "allow_asset_export", "log_every", "checkpoint_every",
-               "resume_policy", "max_loss_growth", "loss_window")
-RUN_BOOKKEEPING = BOOKKEEPING + ("precision",)
-
-
-def run_settings(config) -> RunSettings:
-    """The training loop's :class:`~jaxhspace.training.loop.RunSettings` of a trainer's config (the fields of
-    ``configs._common.add_run_fields``; absent optional ones keep the loop's defaults)."""
-    return RunSettings(total_steps=config.total_steps, lr=config.lr, checkpoint_every=config.checkpoint_every,
-                       log_every=config.log_every, max_minutes=config.get("max_minutes") or 0.0,
-                       max_loss_growth=config.get("max_loss_growth", 100.0), loss_window=config.get("loss_window", 10),
-                       resume_policy=config.get("resume_policy", "strict") or "strict")
-
 
 def validate(config) -> None:
     """Checks run before any work: the loop settings (a JaxhspaceError naming the field)."""

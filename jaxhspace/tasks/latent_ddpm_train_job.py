@@ -17,7 +17,7 @@ import numpy as np
 from jaxhspace.data import synthfaces
 from jaxhspace.diffusion.schedule import make_schedule
 from jaxhspace.models.unet_condition import UNet2DConditionModel, UNetConditionConfig
-from jaxhspace.tasks.ddpm_train_job import RUN_BOOKKEEPING, run_settings
+from jaxhspace.tasks.common import RUN_BOOKKEEPING, run_settings
 from jaxhspace.training import latent_ddpm as trainer
 from jaxhspace.training.ddpm import DDPMState, make_optimizer
 from jaxhspace.training.loop import run_training

@@ -15,7 +15,7 @@ import numpy as np
 
 from jaxhspace.data import synthfaces
 from jaxhspace.models.vae import AutoencoderKL, AutoencoderKLConfig
-from jaxhspace.tasks.ddpm_train_job import RUN_BOOKKEEPING, run_settings
+from jaxhspace.tasks.common import RUN_BOOKKEEPING, run_settings
 from jaxhspace.training import vae as trainer
 from jaxhspace.training.loop import run_training
 from jaxhspace.training.run_config import result_fields
