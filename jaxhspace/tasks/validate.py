@@ -165,12 +165,13 @@ def known_fields() -> dict:
             mod = importlib.import_module("jaxhspace.configs." + name.replace("/", "."))
         except ImportError:
             continue
-        cfg = mod.get_config().to_dict()
+        config = mod.get_config()
+        cfg = config.to_dict()
         add(cfg.get("task", ""), cfg, f"configs/{name}.py")
         if cfg.get("task") == "demo":
             from jaxhspace.tasks.demo_job import stage_configs
 
-            for _, job, sub in stage_configs(mod.get_config()):
+            for _, job, sub in stage_configs(config):
                 add(job, sub.to_dict(), f"configs/{name}.py")
     return table
 
