@@ -109,8 +109,18 @@ class LanczosSVD(NamedTuple):
     nan: jax.Array
 
 
-def _small_dtype():
-    return jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+def _projected_dtype(projected_dtype: Optional[str]) -> str:
+    """Resolve the small problems' dtype name: ``"float64"`` unless asked otherwise or on a TPU (no fast f64)."""
+    if projected_dtype is None:
+        return "float32" if jax.default_backend() == "tpu" else "float64"
+    if projected_dtype not in ("float32", "float64"):
+        raise ValueError(f"projected_dtype must be 'float32', 'float64' or None (auto), got {projected_dtype!r}")
+    return projected_dtype
+
+
+def _i32(*idx):
+    """Slice indices as int32 (``dynamic_slice`` wants one integer type; Python ints are int64 under x64)."""
+    return tuple(jnp.asarray(i, jnp.int32) for i in idx)
 
 
 def lanczos_sizes(k: int, n: int, m: int, block_size: int = 1, work_size: Optional[int] = None,
@@ -177,9 +187,9 @@ def _orth_into(buf, start, Z, key, scale):
         bad = nw <= _BREAKDOWN * jnp.maximum(jnp.linalg.norm(z), scale)
         # cond: the replacement's two extra passes over buf run only on a breakdown (both run under vmap)
         q = jax.lax.cond(bad, lambda: replacement(buf, i), lambda: w / jnp.where(bad, 1.0, nw))
-        buf = jax.lax.dynamic_update_slice(buf, q[None], (start + i, 0))
+        buf = jax.lax.dynamic_update_slice(buf, q[None], _i32(start + i, 0))
         c = c1 + c2
-        c = jax.lax.dynamic_update_slice(c, jnp.where(bad, 0.0, nw)[None].astype(c.dtype), (start + i,))
+        c = jax.lax.dynamic_update_slice(c, jnp.where(bad, 0.0, nw)[None].astype(c.dtype), _i32(start + i))
         coefs.append(c)
     return buf, jnp.stack(coefs)
 
@@ -281,32 +291,61 @@ class _State(NamedTuple):
     nan: jax.Array
 
 
-def _ritz(st: _State, kk: int, p: int, b: int):
-    """Top-``kk`` Ritz triplets of the current ``B``: ``(s, X [p, kk], Yt [kk, p], res [kk, 2])`` (small dtype)."""
-    sdt = _small_dtype()
-    B = st.B.astype(sdt)
+def _ritz(st: _State, kk: int, p: int, b: int, projected: str):
+    """Top-``kk`` Ritz triplets of the current ``B``: ``(s, X [p, kk], Yt [kk, p], res [kk, 2], ok [kk])``.
+
+    Computed in ``projected`` (``"float64"``: traced under a local ``jax.enable_x64``, so it works with x64 off)
+    and returned in ``B``'s dtype.
+    """
+    wdt = st.B.dtype
+    if projected == "float32":
+        return _ritz_in(st.B, st.E, st.nv, kk, p, b, jnp.float32, wdt)
+
+    # Traced under a local x64 scope. A transformation that re-binds an already traced jaxpr (vmap of the
+    # enclosing while_loop) would do so with x64 off and turn float64 ops back into float32 ones, so this piece
+    # carries its own batching rule, which traces the batched version under the same scope.
+    def impl(B, E, nv):
+        with jax.enable_x64(True):
+            return _ritz_in(B, E, nv, kk, p, b, jnp.float64, wdt)
+
+    ritz = jax.custom_batching.custom_vmap(impl)
+
+    @ritz.def_vmap
+    def _(axis_size, in_batched, B, E, nv):
+        args = [a if bt else jnp.broadcast_to(a, (axis_size,) + a.shape) for a, bt in zip((B, E, nv), in_batched)]
+        with jax.enable_x64(True):
+            out = jax.vmap(impl)(*args)
+        return out, jax.tree.map(lambda _: True, out)
+
+    return ritz(st.B, st.E, st.nv)
+
+
+def _ritz_in(B, E, nv, kk: int, p: int, b: int, sdt, wdt):
+    B = B.astype(sdt)
     idx = jnp.arange(p)
-    real = idx < st.nv
+    real = idx < nv
     # Padded rows/columns get a diagonal c > ||B||_2, so they form their own block and sort first.
     bound = jnp.sqrt(jnp.max(jnp.sum(jnp.abs(B), 0)) * jnp.max(jnp.sum(jnp.abs(B), 1)))
     c = 1.5 * bound + 1.0
     Bp = B + jnp.diag(jnp.where(real, 0.0, c).astype(sdt))
     X, S, Yt = jnp.linalg.svd(Bp, full_matrices=False)
-    off = p - st.nv  # the first (p - nv) singular values are the padding
-    s = jax.lax.dynamic_slice(S, (off,), (kk,))
-    Xk = jax.lax.dynamic_slice(X, (0, off), (p, kk))
-    Yk = jax.lax.dynamic_slice(Yt, (off, 0), (kk, p))
+    off = p - nv  # the first (p - nv) singular values are the padding
+    s = jax.lax.dynamic_slice(S, _i32(off), (kk,))
+    Xk = jax.lax.dynamic_slice(X, _i32(0, off), (p, kk))
+    Yk = jax.lax.dynamic_slice(Yt, _i32(off, 0), (kk, p))
     res_r = jnp.linalg.norm(jnp.matmul(B, Yk.T, precision=_HI) - Xk * s[None], axis=0)
-    x_last = jax.lax.dynamic_slice(Xk, (st.nv - b, 0), (b, kk))  # rows of the last P block
-    res_l = jnp.linalg.norm(jnp.matmul(st.E.astype(sdt).T, x_last, precision=_HI), axis=0)
-    ok = jnp.arange(kk) < st.nv
-    return s, Xk, Yk, jnp.stack([res_r, res_l], 1), ok
+    x_last = jax.lax.dynamic_slice(Xk, _i32(nv - b, 0), (b, kk))  # rows of the last P block
+    res_l = jnp.linalg.norm(jnp.matmul(E.astype(sdt).T, x_last, precision=_HI), axis=0)
+    ok = jnp.arange(kk) < nv
+    res = jnp.stack([res_r, res_l], 1)
+    return s.astype(wdt), Xk.astype(wdt), Yk.astype(wdt), res.astype(wdt), ok
 
 
 def lanczos_svd_core(matmat: Callable, rmatmat: Callable, n: int, m: int, k: int, key, *, dtype=jnp.float32,
                      tol: float = 1e-6, block_size: int = 1, work_size: Optional[int] = None,
                      restart_size: Optional[int] = None, max_restarts: int = 100, max_steps: Optional[int] = None,
-                     check_every: int = 1, zero_tol: Optional[float] = None, v0=None) -> LanczosSVD:
+                     check_every: int = 1, zero_tol: Optional[float] = None, v0=None,
+                     projected_dtype: Optional[str] = None) -> LanczosSVD:
     """Thick-restart block Golub--Kahan--Lanczos SVD of a matrix-free ``J`` (``m x n``); pure and jit/vmap-able.
 
     Args:
@@ -321,6 +360,8 @@ def lanczos_svd_core(matmat: Callable, rmatmat: Callable, n: int, m: int, k: int
       zero_tol: singular values ``<= zero_tol * s_1`` are returned as exact zeros and flagged (default
         ``1000 * eps`` of the small problem's float32: ~1.2e-4, the float32 noise floor of the basis).
       v0: optional start block ``[b, n]`` (else Gaussian from ``key``).
+      projected_dtype: dtype of the small ``p x p`` SVDs: ``"float64"`` (traced under a local
+        ``jax.enable_x64``; x64 stays off elsewhere), ``"float32"``, or None: float64 except on a TPU.
 
     Returns:
       :class:`LanczosSVD` with flattened ``u [k, m]``, ``v [k, n]``.
@@ -330,6 +371,7 @@ def lanczos_svd_core(matmat: Callable, rmatmat: Callable, n: int, m: int, k: int
         raise ValueError(f"tol must be > 0, got {tol}")
     check_every = max(1, int(check_every))
     zero_tol = 1000 * float(jnp.finfo(jnp.float32).eps) if zero_tol is None else float(zero_tol)
+    projected = _projected_dtype(projected_dtype)
     step_budget = jnp.asarray(np.iinfo(np.int32).max if max_steps is None else max_steps, jnp.int32)
     k0, key = jax.random.split(key)
     G = jax.random.normal(k0, (b, n), dtype) if v0 is None else jnp.asarray(v0, dtype).reshape(b, n)
@@ -342,16 +384,16 @@ def lanczos_svd_core(matmat: Callable, rmatmat: Callable, n: int, m: int, k: int
 
     def step(st: _State) -> _State:
         key, ka, kb = jax.random.split(st.key, 3)
-        Vb = jax.lax.dynamic_slice(st.V, (st.nv, 0), (b, n))
+        Vb = jax.lax.dynamic_slice(st.V, _i32(st.nv, 0), (b, n))
         Y = matmat(Vb).astype(dtype)
         scale = jnp.maximum(st.scale, jnp.max(jnp.linalg.norm(Y, axis=1)))
         P, cy = _orth_into(st.P, st.nv, Y, ka, scale)
-        B = jax.lax.dynamic_update_slice(st.B, cy.T, (0, st.nv))
-        Pb = jax.lax.dynamic_slice(P, (st.nv, 0), (b, m))
+        B = jax.lax.dynamic_update_slice(st.B, cy.T, _i32(0, st.nv))
+        Pb = jax.lax.dynamic_slice(P, _i32(st.nv, 0), (b, m))
         Z = rmatmat(Pb).astype(dtype)
         scale = jnp.maximum(scale, jnp.max(jnp.linalg.norm(Z, axis=1)))
         V, cz = _orth_into(st.V, st.nv + b, Z, kb, scale)
-        E = jax.lax.dynamic_slice(cz, (0, st.nv + b), (b, b))
+        E = jax.lax.dynamic_slice(cz, _i32(0, st.nv + b), (b, b))
         bad = ~(jnp.all(jnp.isfinite(Y)) & jnp.all(jnp.isfinite(Z)))
         return st._replace(V=V, P=P, B=B, E=E, nv=st.nv + b, key=key, scale=scale, n_jvp=st.n_jvp + b,
                            n_vjp=st.n_vjp + b, steps=st.steps + 1, nan=st.nan | bad)
@@ -373,7 +415,7 @@ def lanczos_svd_core(matmat: Callable, rmatmat: Callable, n: int, m: int, k: int
         target = jnp.minimum(jnp.maximum(st.nv + check_every * b, k_min), p)
         target = jnp.minimum(target, st.nv + b * jnp.clip(step_budget - st.steps, 0, p))  # clip: no int32 overflow
         st = jax.lax.while_loop(lambda s_: (s_.nv < target) & ~s_.nan, step, st)
-        s, Xk, Yk, res, ok = _ritz(st, r, p, b)
+        s, Xk, Yk, res, ok = _ritz(st, r, p, b, projected)
         conv = converged_mask(s, res, ok)
         full = st.nv >= p
         out_of_budget = (st.steps >= step_budget) | (full & (st.restarts >= max_restarts))
@@ -382,7 +424,7 @@ def lanczos_svd_core(matmat: Callable, rmatmat: Callable, n: int, m: int, k: int
         return jax.lax.cond(full & ~done, lambda a: restart(a, s, Xk, Yk), lambda a: a, st)
 
     st = jax.lax.while_loop(lambda s_: ~s_.done, outer, st)
-    s, Xk, Yk, res, ok = _ritz(st, k, p, b)
+    s, Xk, Yk, res, ok = _ritz(st, k, p, b, projected)
     conv = converged_mask(s, res, ok)
     v = jnp.matmul(Yk.astype(dtype), st.V[:p], precision=_HI)
     u = jnp.matmul(Xk.T.astype(dtype), st.P, precision=_HI)
@@ -450,6 +492,7 @@ def lanczos_bidiag_svd(
     max_products: Optional[int] = None,
     check_every: int = 1,
     zero_tol: Optional[float] = None,
+    projected_dtype: Optional[str] = None,
     init=None,
     max_iters: Optional[int] = None,
     **ignored,
@@ -463,7 +506,7 @@ def lanczos_bidiag_svd(
       key: ``jax.random`` key or int seed.
       tol: per-triplet stop ``max(||J v_i - s_i u_i||, ||J^T u_i - s_i v_i||) <= tol * s_1``; must be > 0.
       block_size: ``b`` (1: fewest products; ``b > 1``: each step is one batched ``vmap`` of ``b`` products).
-      work_size, restart_size, check_every, zero_tol: see :func:`lanczos_sizes` / :func:`lanczos_svd_core`.
+      work_size, restart_size, check_every, zero_tol, projected_dtype: see :func:`lanczos_sizes` / :func:`lanczos_svd_core`.
       max_restarts: restart cycles after the first; ``max_iters`` (the other methods' keyword) sets it too.
       max_products: optional budget on ``n_jvp + n_vjp`` (rounded down to whole block steps).
       init: optional start block ``[b, *in_shape]`` (its row count sets ``b``).
@@ -501,7 +544,7 @@ def lanczos_bidiag_svd(
             raise ValueError(f"max_products={max_products} cannot reach k={k} Lanczos vectors with block_size={b}")
     opts = (("tol", float(tol)), ("block_size", b), ("work_size", p), ("restart_size", r),
             ("max_restarts", int(max_restarts)), ("check_every", int(check_every)),
-            ("zero_tol", zero_tol), op.in_shape, op.out_shape)
+            ("zero_tol", zero_tol), ("projected_dtype", _projected_dtype(projected_dtype)), op.in_shape, op.out_shape)
     out = _run_operator(op._jvp, op._vjp, _as_key(key), v0, np.int32(max_steps), k=k, opts=opts,
                         chunk_size=op.chunk_size, tin=op._tin, tout=op._tout, dt=op.dtype, n=n, m=m)
     nj, nvj = int(out.n_jvp), int(out.n_vjp)
