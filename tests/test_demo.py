@@ -32,6 +32,10 @@ def test_demo_writes_consistent_report_and_metrics(demo_run):
     assert os.path.isfile(out["report"]) and os.path.isfile(out["metrics"])
     m = json.load(open(out["metrics"]))
     assert m["stages"] == ["asyrp_edit", "pullback", "haas", "pca", "latent"]
+    # the stage metrics it points to exist (the latent stage has one folder per job)
+    latent_jobs = [f"latent/{j}" for j in tiny_demo_config().latent.jobs]
+    assert sorted(m["stage_metrics"]) == sorted(m["stages"][:4] + latent_jobs)
+    assert all(os.path.isfile(p) for p in m["stage_metrics"].values()), m["stage_metrics"]
     # Row counts: 2 editors x (2 scales + 2 global scales) + combination (2 alone + combined); pullback 1 dir x 2
     # signs; Haas 1 dir x 2 scales; PCA (1 PC + supervised) x 1 scale; latent: pullback 2 + Haas 2 + PCA (1 PC +
     # 3 supervised) x 2 scales + 3 prompt edits.

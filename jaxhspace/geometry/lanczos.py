@@ -27,15 +27,17 @@ fixed-accuracy low-rank matrix approximation", SIMAX 43(2)). With ``b`` the bloc
    ``B <- diag(s_1..s_r)``; the first step after it fills the "arrowhead" row of ``B`` (Baglama & Reichel
    eq. 3.8) through the same Gram--Schmidt.
 
-Precision: the Lanczos vectors and products are float32 (the operator's dtype). The small projected SVD is done
-in float64 when ``jax_enable_x64`` is on and in float32 otherwise (the default; x64 is off in this project). In
-float32 it is backward stable, ``|s_i - s_i(B)| <= c eps ||B||``, the same size as the float32 round-off already
-in ``B``'s entries (Gram--Schmidt coefficients of float32 vectors), so float64 there would not add accuracy
-that the basis does not have; the padded part of the buffer is given singular value ``c > ||B||_2`` so that it
-never mixes with (possibly zero) singular values of the real part. Measured on the shipped DDPM (tol 1e-6) the
-singular values match a float64 dense SVD to 4.4e-7 (k = 8) and 1.4e-6 (k = 50) relative, the top-k subspaces to
-2.4e-4 and 1.8e-3 degrees (``benchmarks/results/jacobian_svd_trained_k*_lanczos.json``); at k = 50 that is the
-float32 floor of the products, not the stop (tol 5e-7: 268 products instead of 238, 1.8e-6).
+Precision: the Lanczos vectors and products are in the operator's dtype (float32). The small projected problems
+(the ``p x p`` SVDs of ``B``, the Ritz residuals) are float64 by default, traced under a local
+``jax.enable_x64`` scope with x64 left off everywhere else (``projected_dtype``; float32 on a TPU, where float64
+is emulated). In float32 a backward-stable SVD of ``B`` is off by ``c eps ||B|| = c eps s_1``, which relative to
+the smaller ``s_i`` is several float32 ulps, and its singular vectors are orthonormal only to ~1e-6; through the
+restarts (``V <- Y_k V``) that loss of orthonormality carries into the basis. Measured on the shipped DDPM
+(k = 50, tol 1e-6, 238 products either way): float32 small SVDs gave σ to 9.3e-7 relative (1.4e-6 in an earlier
+run) with ``|u_i|, |v_i|`` off 1 by 8e-7; float64 small SVDs give 1.4e-7 with unit vectors to 7e-8, the float32
+round-off of the products (a float64 Rayleigh quotient ``u^T J v`` of the same vectors: 9e-8; ARPACK, which
+keeps float64 vectors: 9e-8). The padded part of the buffer is given singular value ``c > ||B||_2`` so that it
+never mixes with (possibly zero) singular values of the real part.
 
 Cost on CPU (``benchmarks/lanczos_overhead.py``, shipped DDPM, one pinned core, process-CPU time, four runs on a
 shared machine): XLA's CPU compiler puts convolution kernels in canonical order only in the entry computation, so
@@ -43,8 +45,9 @@ the VJP's convolutions (transposed, ``01oi`` kernels) in a ``while_loop`` body m
 VJP pair took 30-32 ms there vs 8.4-11.9 ms as a standalone jitted call. The products are therefore applied with
 their convolution kernels made canonical once, before the loop (:func:`_hoist_conv_kernels`): 7.0-8.6 ms per pair
 in the loop. The solver's own work (Gram--Schmidt, Ritz SVDs, restarts) is 2-4% (k = 8) and 8-15% (k = 50) of the
-product time; timed back to back with its block steps' worth of standalone JVP + VJP pairs (the products of a
-host-driven solver), the whole solver takes 16% (k = 8) and 8% (k = 50) less CPU time. At 256 px (celebahq-256
+product time with float32 small SVDs, 3% and 13% with float64 ones; timed back to back with its block steps' worth
+of standalone JVP + VJP pairs (the products of a host-driven solver), the whole solver takes 16% / 14% (k = 8) and
+8% / 5% (k = 50) less CPU time (float32 / float64 small SVDs). At 256 px (celebahq-256
 architecture, ``benchmarks/jacobian_svd_256.py``) it spends 1.62 s of CPU per product against 1.79 s for a
 standalone JVP/VJP.
 
@@ -358,7 +361,7 @@ def lanczos_svd_core(matmat: Callable, rmatmat: Callable, n: int, m: int, k: int
       max_steps: optional cap on block steps (each ``b`` JVPs + ``b`` VJPs); may be a traced int32 scalar.
       check_every: block steps between two Ritz checks (a ``p x p`` SVD); cycle ends are always checked.
       zero_tol: singular values ``<= zero_tol * s_1`` are returned as exact zeros and flagged (default
-        ``1000 * eps`` of the small problem's float32: ~1.2e-4, the float32 noise floor of the basis).
+        ``1000 * eps`` of float32: ~1.2e-4, the float32 noise floor of the basis).
       v0: optional start block ``[b, n]`` (else Gaussian from ``key``).
       projected_dtype: dtype of the small ``p x p`` SVDs: ``"float64"`` (traced under a local
         ``jax.enable_x64``; x64 stays off elsewhere), ``"float32"``, or None: float64 except on a TPU.
@@ -506,7 +509,8 @@ def lanczos_bidiag_svd(
       key: ``jax.random`` key or int seed.
       tol: per-triplet stop ``max(||J v_i - s_i u_i||, ||J^T u_i - s_i v_i||) <= tol * s_1``; must be > 0.
       block_size: ``b`` (1: fewest products; ``b > 1``: each step is one batched ``vmap`` of ``b`` products).
-      work_size, restart_size, check_every, zero_tol, projected_dtype: see :func:`lanczos_sizes` / :func:`lanczos_svd_core`.
+      work_size, restart_size, check_every, zero_tol, projected_dtype: see :func:`lanczos_sizes` /
+        :func:`lanczos_svd_core`.
       max_restarts: restart cycles after the first; ``max_iters`` (the other methods' keyword) sets it too.
       max_products: optional budget on ``n_jvp + n_vjp`` (rounded down to whole block steps).
       init: optional start block ``[b, *in_shape]`` (its row count sets ``b``).

@@ -104,6 +104,16 @@ def _grid_caption(grid: str, names: list[str], scales) -> str:
     return f"{what}; rows = faces; columns = input, reconstruction, scales {list(scales)}"
 
 
+def stage_metric_paths(workdir: str, results: dict) -> dict:
+    """``{stage: workdir/stage/metrics.json}``; the latent stage runs one job per folder: ``latent/<job>`` keys."""
+    paths = {}
+    for stage, res in results.items():
+        for key, sub in ([(f"{stage}/{job}", os.path.join(stage, job)) for job in res] if stage == "latent"
+                         else [(stage, stage)]):
+            paths[key] = os.path.join(workdir, sub, "metrics.json")
+    return paths
+
+
 def run(config, workdir: str) -> dict:
     """Run the stages in ``config.stages`` and write ``index.html`` + ``metrics.json``; see configs/demo.py."""
     from jaxhspace.tasks import get_task
@@ -194,7 +204,7 @@ def run(config, workdir: str) -> dict:
                           sections)
     metrics = {"task": "demo", "stages": list(config.stages), "wall_s": time.time() - t_all,
                "stage_wall_s": walls, "editors": results.get("asyrp_edit", {}).get("editors", []), "scores": table,
-               "stage_metrics": {s: os.path.join(workdir, s, "metrics.json") for s in results}, "report": report}
+               "stage_metrics": stage_metric_paths(workdir, results), "report": report}
     path = write_metrics(workdir, metrics)
     print(f"[demo] report: {os.path.abspath(report)}\n[demo] metrics: {os.path.abspath(path)}", flush=True)
     return {"report": os.path.abspath(report), "metrics": os.path.abspath(path), "wall_s": metrics["wall_s"],

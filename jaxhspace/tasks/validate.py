@@ -23,6 +23,7 @@ import numbers
 import os
 
 from jaxhspace.errors import JaxhspaceError
+from jaxhspace.training.run_config import flatten_fields
 
 POSITIVE = ("num_samples", "num_images", "grid_cols", "n_steps", "n_inv", "n_train", "n_epochs", "n_dirs", "k",
             "batch_size", "total_steps", "checkpoint_every", "log_every", "num_pca_samples", "n_edit_steps",
@@ -118,17 +119,6 @@ def validated(run, task: str = ""):
     return wrapper
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (ConfigDicts as dicts)."""
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and v:
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def _kind(v) -> str:
     """The type class a field's value belongs to: bool, number, str, sequence, dict, none."""
     if v is None:
@@ -156,7 +146,7 @@ def known_fields() -> dict:
 
     def add(task, cfg: dict, where: str):
         fields = table.setdefault(task, {})
-        for k, v in _flat(cfg).items():
+        for k, v in flatten_fields(cfg, keep_empty=True).items():
             kinds, first = fields.get(k, (set(), where))
             fields[k] = (kinds | {_kind(v)}, first)
 
@@ -185,7 +175,7 @@ def check_fields(task: str, config) -> None:
     if not known:
         return  # a task without a shipped config (none today): nothing to compare with
     cfg = config.to_dict() if hasattr(config, "to_dict") else dict(config)
-    for k, v in _flat(cfg).items():
+    for k, v in flatten_fields(cfg, keep_empty=True).items():
         if k not in known:
             close = difflib.get_close_matches(k, list(known), n=3)
             hint = f"; did you mean {' or '.join(close)}?" if close else f"; the {task} job's fields: {sorted(known)}"

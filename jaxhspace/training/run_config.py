@@ -24,11 +24,13 @@ def _plain(value):
     return json.loads(json.dumps(value, default=lambda o: o.to_dict() if hasattr(o, "to_dict") else str(o)))
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
+def flatten_fields(d: dict, prefix: str = "", keep_empty: bool = False) -> dict:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (ConfigDicts count as dicts). An empty sub-dict is dropped, or kept as a
+    field with value ``{}`` when ``keep_empty`` (the config-field check needs it; resume checks do not)."""
     out = {}
     for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
+        if isinstance(v, dict) and (v or not keep_empty):
+            out.update(flatten_fields(v, f"{prefix}{k}.", keep_empty))
         else:
             out[f"{prefix}{k}"] = v
     return out
@@ -38,7 +40,7 @@ def result_fields(mapping, ignore: tuple[str, ...] = ()) -> dict:
     """A (nested) mapping, e.g. a job's ConfigDict, as a flat JSON-normal dict ``{"a.b": value}`` without the
     ``ignore`` fields (top-level names): what :func:`check_resume` stores and compares."""
     d = mapping.to_dict() if hasattr(mapping, "to_dict") else dict(mapping)
-    return _flatten(_plain({k: v for k, v in d.items() if k not in ignore}))
+    return flatten_fields(_plain({k: v for k, v in d.items() if k not in ignore}))
 
 
 def check_resume(fields: Mapping, workdir: str, resuming: bool, resume_policy: str = "strict",
@@ -61,7 +63,7 @@ def check_resume(fields: Mapping, workdir: str, resuming: bool, resume_policy: s
     if policy not in RESUME_POLICIES:
         raise JaxhspaceError(f"config.resume_policy must be one of {RESUME_POLICIES}, got {policy!r}")
     path = os.path.join(workdir, RUN_CONFIG)
-    current = _flatten(_plain(dict(fields)))
+    current = flatten_fields(_plain(dict(fields)))
     stored = None
     if resuming and os.path.isfile(path):
         try:
