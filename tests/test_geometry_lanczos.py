@@ -285,3 +285,22 @@ def test_runs_with_x64_enabled_and_float64_operators():
         np.testing.assert_allclose(np.asarray(r.s), S[:10], rtol=1e-10)
         r32 = _run_dense(A.astype(jnp.float32), 10)  # a float32 operator with x64 on
         np.testing.assert_allclose(np.asarray(r32.s, np.float64), S[:10], rtol=1e-6)
+
+
+def test_nested_vmap_over_images_and_timesteps_matches_dense_and_unbatched():
+    """vmap(vmap(solver)) over a 2 x 3 grid of operators (images x timesteps): each result equals its own dense
+    SVD and the unbatched call (the float64 small SVDs stay float64 at every batching level)."""
+    rng = np.random.default_rng(3)
+    A = jnp.asarray(rng.standard_normal((2, 3, 40, 30)), jnp.float32)
+    keys = jax.random.split(jax.random.PRNGKey(0), 6).reshape(2, 3, -1)
+
+    def f(A, key):
+        return lanczos_svd_core(lambda R: R @ A.T, lambda R: R @ A, 30, 40, 4, key, tol=1e-6).s
+
+    s = np.asarray(jax.jit(jax.vmap(jax.vmap(f)))(A, keys), np.float64)
+    one = jax.jit(f)
+    for i in range(2):
+        for j in range(3):
+            ref = np.linalg.svd(np.asarray(A[i, j], np.float64), compute_uv=False)[:4]
+            np.testing.assert_allclose(s[i, j], ref, rtol=1e-6)
+            np.testing.assert_allclose(s[i, j], np.asarray(one(A[i, j], keys[i, j])), rtol=1e-6)

@@ -303,24 +303,31 @@ def _ritz(st: _State, kk: int, p: int, b: int, projected: str):
     wdt = st.B.dtype
     if projected == "float32":
         return _ritz_in(st.B, st.E, st.nv, kk, p, b, jnp.float32, wdt)
+    return _x64_scoped(lambda B, E, nv: _ritz_in(B, E, nv, kk, p, b, jnp.float64, wdt))(st.B, st.E, st.nv)
 
-    # Traced under a local x64 scope. A transformation that re-binds an already traced jaxpr (vmap of the
-    # enclosing while_loop) would do so with x64 off and turn float64 ops back into float32 ones, so this piece
-    # carries its own batching rule, which traces the batched version under the same scope.
-    def impl(B, E, nv):
+
+def _x64_scoped(fn: Callable) -> Callable:
+    """``fn`` (arrays in, a pytree of arrays out) traced under a local ``jax.enable_x64`` scope, so float64 works
+    inside it with x64 off outside.
+
+    A transformation that re-binds an already traced jaxpr (``vmap`` of the enclosing ``while_loop``) would do so
+    with x64 off and turn the float64 operations back into float32 ones (and fail on mixed dtypes). So the piece
+    is a ``custom_vmap`` whose rule traces ``vmap(fn)`` under the same scope, wrapped again: every level of nested
+    ``vmap`` (images x timesteps) meets a ``custom_vmap`` call instead of float64 operations.
+    """
+    def impl(*args):
         with jax.enable_x64(True):
-            return _ritz_in(B, E, nv, kk, p, b, jnp.float64, wdt)
+            return fn(*args)
 
-    ritz = jax.custom_batching.custom_vmap(impl)
+    scoped = jax.custom_batching.custom_vmap(impl)
 
-    @ritz.def_vmap
-    def _(axis_size, in_batched, B, E, nv):
-        args = [a if bt else jnp.broadcast_to(a, (axis_size,) + a.shape) for a, bt in zip((B, E, nv), in_batched)]
-        with jax.enable_x64(True):
-            out = jax.vmap(impl)(*args)
+    @scoped.def_vmap
+    def _(axis_size, in_batched, *args):
+        args = [a if bt else jnp.broadcast_to(a, (axis_size,) + a.shape) for a, bt in zip(args, in_batched)]
+        out = _x64_scoped(jax.vmap(fn))(*args)
         return out, jax.tree.map(lambda _: True, out)
 
-    return ritz(st.B, st.E, st.nv)
+    return scoped
 
 
 def _ritz_in(B, E, nv, kk: int, p: int, b: int, sdt, wdt):
