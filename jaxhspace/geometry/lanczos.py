@@ -1,8 +1,14 @@
 """Top-k singular triplets of a matrix-free Jacobian by thick-restart Golub--Kahan--Lanczos bidiagonalisation.
 
-The whole iteration runs inside one ``lax.while_loop`` with fixed-size buffers, so it is ``jit``-compiled once,
-never returns to the host per step, and ``jax.vmap`` over images (or timesteps) gives independent SVDs in one
-compiled call, each stopping on its own residual (a finished image keeps its state while the others go on).
+The whole iteration runs inside one ``lax.while_loop`` with fixed-size buffers, so it is ``jit``-compiled once and
+never returns to the host per step. :func:`lanczos_svd_batch_of` runs B images (or timesteps) in that one loop: each
+block step is one batched product for all of them, each image stops on its own residual and, once finished, keeps
+its state while the others go on. ``jax.vmap`` of the single-image :func:`lanczos_svd_of` gives the same results,
+but vmap of a ``while_loop`` selects between whole carried buffers at every step and runs both sides of every
+``cond`` for all images; the batched loop updates only the rows a step writes and takes a ``cond`` when any image
+needs it. Measured on the shipped DDPM (k = 8, 8 images, one pinned CPU core, 5 back-to-back runs): the batched
+loop ×1.14 faster than 8 sequential calls (every run ×1.13-1.15), ``jax.vmap`` ×1.05, with the same products and
+the same σ per image (``benchmarks/jacobian_svd.py --batched 8``).
 
 Algorithm (Baglama & Reichel 2005, "Augmented implicitly restarted Lanczos bidiagonalization methods", SIAM J.
 Sci. Comput. 27(1), the IRLBA method; block form as in Hallman 2022, "A block bidiagonalization method for
@@ -81,7 +87,8 @@ import numpy as np
 from jaxhspace.geometry.operators import JacobianOperator
 from jaxhspace.geometry.svd import SVDResult, _as_key, _check_k
 
-__all__ = ["LanczosSVD", "lanczos_bidiag_svd", "lanczos_svd_core", "lanczos_svd_of", "lanczos_sizes"]
+__all__ = ["LanczosSVD", "lanczos_bidiag_svd", "lanczos_svd_batch_of", "lanczos_svd_core", "lanczos_svd_of",
+           "lanczos_sizes"]
 
 _HI = jax.lax.Precision.HIGHEST
 # A Gram--Schmidt remainder below this fraction of max(||z||, running ||J|| estimate) is an invariant subspace
@@ -160,41 +167,68 @@ def lanczos_sizes(k: int, n: int, m: int, block_size: int = 1, work_size: Option
     return b, p, r
 
 
-def _orth_into(buf, start, Z, key, scale):
-    """Write orthonormal rows for ``Z [b, d]`` into ``buf [cap, d]`` at rows ``start .. start + b``.
+def _each(fn: Callable) -> Callable:
+    """``jax.vmap(fn)`` over a leading image axis; with one image, ``fn`` on it directly, so that a single SVD
+    compiles to plain slices and matmuls (vmap would give gathers, scatters and batched dot_generals)."""
+    def g(*args):
+        if jax.tree.leaves(args)[0].shape[0] == 1:
+            return jax.tree.map(lambda a: a[None], fn(*jax.tree.map(lambda a: a[0], args)))
+        return jax.vmap(fn)(*args)
+    return g
+
+
+def _take_rows(buf, start, size: int):
+    """Rows ``start[i] .. start[i] + size`` of each ``buf[i]`` (``buf [B, cap, ...]``, ``start [B]``; the start is
+    clamped into range as in ``lax.dynamic_slice``, and :func:`_put_rows` clamps it the same way)."""
+    if buf.shape[0] == 1:  # slice the batched array itself: no reshape of a loop-carried buffer
+        return jax.lax.dynamic_slice_in_dim(buf, start[0], size, axis=1)
+    return jax.vmap(lambda a, t: jax.lax.dynamic_slice_in_dim(a, t, size))(buf, start)
+
+
+def _put_rows(buf, start, rows):
+    """``buf`` with rows ``start[i] ..`` of each ``buf[i]`` replaced by ``rows[i]`` (a row-sized update, in place)."""
+    if buf.shape[0] == 1:
+        return jax.lax.dynamic_update_slice_in_dim(buf, rows, start[0], axis=1)
+    return jax.vmap(lambda a, t, r: jax.lax.dynamic_update_slice_in_dim(a, r, t, 0))(buf, start, rows)
+
+
+def _orth_into(buf, start, Z, keys, scale):
+    """Per image, write orthonormal rows for ``Z [B, b, d]`` into ``buf [B, cap, d]`` at rows ``start .. start + b``.
 
     Column-by-column classical Gram--Schmidt against the whole buffer (zero rows contribute nothing), applied
-    twice. Returns ``(buf, coef [b, cap], norms [b])`` with ``Z_i = coef_i @ buf`` (including the coefficient on
-    its own new row). A breakdown column gets a random row orthogonal to the buffer and a zero coefficient (or
-    a zero row when the buffer already spans the space).
+    twice. Returns ``(buf, coef [B, b, cap])`` with ``Z_i = coef_i @ buf`` per image (including the coefficient on
+    its own new row). A breakdown column gets a random row orthogonal to the buffer and a zero coefficient (or a
+    zero row when the buffer already spans the space); those extra passes run only when some image breaks down.
     """
-    cap, d = buf.shape
-    coefs = []
+    _, cap, d = buf.shape
 
-    def replacement(buf, i):  # a random unit row orthogonal to buf (zero if buf spans the space)
-        g = jax.random.normal(jax.random.fold_in(key, i), (d,), buf.dtype)
-        ng0 = jnp.linalg.norm(g)
+    @_each
+    def project(buf, z):  # z minus its components along buf's rows, and those components
+        c = jnp.matmul(buf, z, precision=_HI)
+        return z - jnp.matmul(c, buf, precision=_HI), c
+
+    def replacement(buf, i):  # [B, d]: random unit rows orthogonal to buf (zero where buf spans the space)
+        g = _each(lambda key: jax.random.normal(jax.random.fold_in(key, i), (d,), buf.dtype))(keys)
+        ng0 = jnp.linalg.norm(g, axis=1)
         for _ in range(2):
-            g = g - jnp.matmul(jnp.matmul(buf, g, precision=_HI), buf, precision=_HI)
-        ng = jnp.linalg.norm(g)
+            g = project(buf, g)[0]
+        ng = jnp.linalg.norm(g, axis=1)
         room = ng > 1e-3 * ng0
-        return jnp.where(room, g / jnp.where(room, ng, 1.0), 0.0)
+        return jnp.where(room[:, None], g / jnp.where(room, ng, 1.0)[:, None], 0.0)
 
-    for i in range(Z.shape[0]):
-        z = Z[i]
-        c1 = jnp.matmul(buf, z, precision=_HI)
-        w = z - jnp.matmul(c1, buf, precision=_HI)
-        c2 = jnp.matmul(buf, w, precision=_HI)
-        w = w - jnp.matmul(c2, buf, precision=_HI)
-        nw = jnp.linalg.norm(w)
-        bad = nw <= _BREAKDOWN * jnp.maximum(jnp.linalg.norm(z), scale)
-        # cond: the replacement's two extra passes over buf run only on a breakdown (both run under vmap)
-        q = jax.lax.cond(bad, lambda: replacement(buf, i), lambda: w / jnp.where(bad, 1.0, nw))
-        buf = jax.lax.dynamic_update_slice(buf, q[None], _i32(start + i, 0))
-        c = c1 + c2
-        c = jax.lax.dynamic_update_slice(c, jnp.where(bad, 0.0, nw)[None].astype(c.dtype), _i32(start + i))
+    coefs = []
+    for i in range(Z.shape[1]):
+        z = Z[:, i]
+        w, c1 = project(buf, z)
+        w, c2 = project(buf, w)
+        nw = jnp.linalg.norm(w, axis=1)
+        bad = nw <= _BREAKDOWN * jnp.maximum(jnp.linalg.norm(z, axis=1), scale)
+        q = w / jnp.where(bad, 1.0, nw)[:, None]
+        q = jax.lax.cond(jnp.any(bad), lambda: jnp.where(bad[:, None], replacement(buf, i), q), lambda: q)
+        buf = _put_rows(buf, start + i, q[:, None])
+        c = _put_rows(c1 + c2, start + i, jnp.where(bad, 0.0, nw)[:, None].astype(c1.dtype))
         coefs.append(c)
-    return buf, jnp.stack(coefs)
+    return buf, jnp.stack(coefs, 1)
 
 
 # Primitives allowed on the path from the closed-over residuals to a convolution kernel when that kernel is
@@ -278,13 +312,13 @@ def _hoist_conv_kernels(fn: Callable, example) -> Callable:
     return run
 
 
-class _State(NamedTuple):
-    V: jax.Array  # [p + b, n]
-    P: jax.Array  # [p, m]
-    B: jax.Array  # [p, p]   B[q, c] = <P_q, J V_c>
-    E: jax.Array  # [b, b]   E[i, j] = <V_{nv + j}, J^T P_{nv - b + i}>
-    nv: jax.Array  # rows of V (and P) in B
-    key: jax.Array
+class _State(NamedTuple):  # every field has a leading image axis [NB]
+    V: jax.Array  # [NB, p + b, n]
+    P: jax.Array  # [NB, p, m]
+    B: jax.Array  # [NB, p, p]   B[q, c] = <P_q, J V_c>
+    E: jax.Array  # [NB, b, b]   E[i, j] = <V_{nv + j}, J^T P_{nv - b + i}>
+    nv: jax.Array  # [NB] rows of V (and P) in B
+    key: jax.Array  # [NB] keys
     scale: jax.Array  # running max of ||J v|| and ||J^T p|| (estimate of s_1)
     n_jvp: jax.Array
     n_vjp: jax.Array
@@ -295,15 +329,16 @@ class _State(NamedTuple):
 
 
 def _ritz(st: _State, kk: int, p: int, b: int, projected: str):
-    """Top-``kk`` Ritz triplets of the current ``B``: ``(s, X [p, kk], Yt [kk, p], res [kk, 2], ok [kk])``.
+    """Top-``kk`` Ritz triplets of each image's ``B``: ``(s [NB, kk], X [NB, p, kk], Yt [NB, kk, p],
+    res [NB, kk, 2], ok [NB, kk])``.
 
     Computed in ``projected`` (``"float64"``: traced under a local ``jax.enable_x64``, so it works with x64 off)
     and returned in ``B``'s dtype.
     """
     wdt = st.B.dtype
-    if projected == "float32":
-        return _ritz_in(st.B, st.E, st.nv, kk, p, b, jnp.float32, wdt)
-    return _x64_scoped(lambda B, E, nv: _ritz_in(B, E, nv, kk, p, b, jnp.float64, wdt))(st.B, st.E, st.nv)
+    sdt = jnp.float32 if projected == "float32" else jnp.float64
+    one = _each(lambda B, E, nv: _ritz_in(B, E, nv, kk, p, b, sdt, wdt))
+    return one(st.B, st.E, st.nv) if projected == "float32" else _x64_scoped(one)(st.B, st.E, st.nv)
 
 
 def _x64_scoped(fn: Callable) -> Callable:
@@ -376,6 +411,27 @@ def lanczos_svd_core(matmat: Callable, rmatmat: Callable, n: int, m: int, k: int
     Returns:
       :class:`LanczosSVD` with flattened ``u [k, m]``, ``v [k, n]``.
     """
+    out = _lanczos_batch(lambda R: matmat(R[0])[None], lambda R: rmatmat(R[0])[None], n, m, k, key[None],
+                         dtype=dtype, tol=tol, block_size=block_size, work_size=work_size,
+                         restart_size=restart_size, max_restarts=max_restarts, max_steps=max_steps,
+                         check_every=check_every, zero_tol=zero_tol, projected_dtype=projected_dtype,
+                         v0=None if v0 is None else jnp.asarray(v0)[None])
+    return jax.tree.map(lambda a: a[0], out)
+
+
+def _lanczos_batch(matmat: Callable, rmatmat: Callable, n: int, m: int, k: int, keys, *, dtype=jnp.float32,
+                   tol: float = 1e-6, block_size: int = 1, work_size: Optional[int] = None,
+                   restart_size: Optional[int] = None, max_restarts: int = 100, max_steps: Optional[int] = None,
+                   check_every: int = 1, zero_tol: Optional[float] = None, v0=None,
+                   projected_dtype: Optional[str] = None) -> LanczosSVD:
+    """:func:`lanczos_svd_core` for ``NB`` independent operators in one loop (``keys [NB]``).
+
+    ``matmat: [NB, b, n] -> [NB, b, m]`` and ``rmatmat: [NB, b, m] -> [NB, b, n]`` apply each image's ``J`` /
+    ``J^T`` to its own rows. The loop runs while any image is unfinished; a finished image (or one that has
+    reached its next Ritz check) keeps its state: its rows of ``V`` / ``P`` are written back as they were (a
+    row-sized update), where ``jax.vmap`` of the single-image loop would select between whole buffers at every
+    step. Returns a :class:`LanczosSVD` with a leading image axis on every field.
+    """
     b, p, r = lanczos_sizes(k, n, m, block_size, work_size, restart_size)
     if not tol > 0:
         raise ValueError(f"tol must be > 0, got {tol}")
@@ -383,67 +439,98 @@ def lanczos_svd_core(matmat: Callable, rmatmat: Callable, n: int, m: int, k: int
     zero_tol = 1000 * float(jnp.finfo(jnp.float32).eps) if zero_tol is None else float(zero_tol)
     projected = _projected_dtype(projected_dtype)
     step_budget = jnp.asarray(np.iinfo(np.int32).max if max_steps is None else max_steps, jnp.int32)
-    k0, key = jax.random.split(key)
-    G = jax.random.normal(k0, (b, n), dtype) if v0 is None else jnp.asarray(v0, dtype).reshape(b, n)
-    zero = jnp.zeros((), dtype)
-    V, _ = _orth_into(jnp.zeros((p + b, n), dtype), 0, G, jax.random.fold_in(k0, 1), zero)
-    i32 = lambda a: jnp.asarray(a, jnp.int32)  # noqa: E731
-    st = _State(V=V, P=jnp.zeros((p, m), dtype), B=jnp.zeros((p, p), dtype), E=jnp.zeros((b, b), dtype),
-                nv=i32(0), key=key, scale=zero, n_jvp=i32(0), n_vjp=i32(0), steps=i32(0), restarts=i32(0),
-                done=jnp.asarray(False), nan=jnp.asarray(False))
+    nb = keys.shape[0]
+    k0, keys = jnp.moveaxis(_each(jax.random.split)(keys), 1, 0)
+    if v0 is None:
+        G = _each(lambda key: jax.random.normal(key, (b, n), dtype))(k0)
+    else:
+        G = jnp.asarray(v0, dtype).reshape(nb, b, n)
+    zero = jnp.zeros((nb,), dtype)
+    i32 = lambda a: jnp.full((nb,), a, jnp.int32)  # noqa: E731
+    V, _ = _orth_into(jnp.zeros((nb, p + b, n), dtype), i32(0), G, _each(lambda a: jax.random.fold_in(a, 1))(k0),
+                      zero)
+    st = _State(V=V, P=jnp.zeros((nb, p, m), dtype), B=jnp.zeros((nb, p, p), dtype), E=jnp.zeros((nb, b, b), dtype),
+                nv=i32(0), key=keys, scale=zero, n_jvp=i32(0), n_vjp=i32(0), steps=i32(0), restarts=i32(0),
+                done=jnp.zeros((nb,), bool), nan=jnp.zeros((nb,), bool))
 
-    def step(st: _State) -> _State:
-        key, ka, kb = jax.random.split(st.key, 3)
-        Vb = jax.lax.dynamic_slice(st.V, _i32(st.nv, 0), (b, n))
+    mm = _each(lambda a, c: jnp.matmul(a, c, precision=_HI))
+
+    def where(mask, new, old):  # per-image select, mask [NB]; one image only steps or restarts when its mask is set
+        return new if nb == 1 else jnp.where(mask.reshape((nb,) + (1,) * (new.ndim - 1)), new, old)
+
+    def keep_rows(go, new, old, start):
+        """``new`` with rows ``start .. start + b`` taken from ``old`` where not ``go`` (a row-sized update). A
+        finished image with a full buffer (nv = p) would otherwise get its last basis rows overwritten, since
+        the clamped writes of its (discarded) step land there."""
+        if nb == 1:
+            return new
+        return _put_rows(new, start, where(go, _take_rows(new, start, b), _take_rows(old, start, b)))
+
+    def step(st: _State, go) -> _State:
+        """One block step for the images in ``go [NB]``; the others keep their state."""
+        split = _each(lambda a: jax.random.split(a, 3))(st.key)
+        key, ka, kb = split[:, 0], split[:, 1], split[:, 2]
+        Vb = _take_rows(st.V, st.nv, b)
         Y = matmat(Vb).astype(dtype)
-        scale = jnp.maximum(st.scale, jnp.max(jnp.linalg.norm(Y, axis=1)))
+        scale = jnp.maximum(st.scale, jnp.max(jnp.linalg.norm(Y, axis=2), axis=1))
         P, cy = _orth_into(st.P, st.nv, Y, ka, scale)
-        B = jax.lax.dynamic_update_slice(st.B, cy.T, _i32(0, st.nv))
-        Pb = jax.lax.dynamic_slice(P, _i32(st.nv, 0), (b, m))
+        P = keep_rows(go, P, st.P, st.nv)
+        Bm = _each(lambda a, c, t: jax.lax.dynamic_update_slice_in_dim(a, c.T, t, 1))(st.B, cy, st.nv)
+        Pb = _take_rows(P, st.nv, b)
         Z = rmatmat(Pb).astype(dtype)
-        scale = jnp.maximum(scale, jnp.max(jnp.linalg.norm(Z, axis=1)))
+        scale = jnp.maximum(scale, jnp.max(jnp.linalg.norm(Z, axis=2), axis=1))
         V, cz = _orth_into(st.V, st.nv + b, Z, kb, scale)
-        E = jax.lax.dynamic_slice(cz, _i32(0, st.nv + b), (b, b))
-        bad = ~(jnp.all(jnp.isfinite(Y)) & jnp.all(jnp.isfinite(Z)))
-        return st._replace(V=V, P=P, B=B, E=E, nv=st.nv + b, key=key, scale=scale, n_jvp=st.n_jvp + b,
-                           n_vjp=st.n_vjp + b, steps=st.steps + 1, nan=st.nan | bad)
+        V = keep_rows(go, V, st.V, st.nv + b)
+        E = _each(lambda c, t: jax.lax.dynamic_slice_in_dim(c, t, b, 1))(cz, st.nv + b)
+        bad = ~(jnp.all(jnp.isfinite(Y), axis=(1, 2)) & jnp.all(jnp.isfinite(Z), axis=(1, 2)))
+        gi = go.astype(jnp.int32)
+        return st._replace(V=V, P=P, B=where(go, Bm, st.B), E=where(go, E, st.E), nv=st.nv + b * gi,
+                           key=where(go, key, st.key), scale=where(go, scale, st.scale), n_jvp=st.n_jvp + b * gi,
+                           n_vjp=st.n_vjp + b * gi, steps=st.steps + gi, nan=st.nan | (go & bad))
 
-    def restart(st: _State, s, Xk, Yk) -> _State:
+    def restart(st: _State, s, Xk, Yk, now) -> _State:
+        """Thick restart of the images in ``now [NB]`` (the others keep their state)."""
         Vn = jnp.zeros_like(st.V)
-        Vn = Vn.at[:r].set(jnp.matmul(Yk[:r].astype(dtype), st.V[:p], precision=_HI))
-        Vn = Vn.at[r:r + b].set(st.V[p:p + b])
-        Pn = jnp.zeros_like(st.P).at[:r].set(jnp.matmul(Xk[:, :r].T.astype(dtype), st.P, precision=_HI))
-        Bn = jnp.zeros_like(st.B).at[jnp.arange(r), jnp.arange(r)].set(s[:r].astype(dtype))
-        return st._replace(V=Vn, P=Pn, B=Bn, nv=jnp.asarray(r, jnp.int32), restarts=st.restarts + 1)
+        Vn = Vn.at[:, :r].set(mm(Yk[:, :r].astype(dtype), st.V[:, :p]))
+        Vn = Vn.at[:, r:r + b].set(st.V[:, p:p + b])
+        Pn = jnp.zeros_like(st.P).at[:, :r].set(
+            mm(jnp.swapaxes(Xk[:, :, :r], 1, 2).astype(dtype), st.P))
+        Bn = jnp.zeros_like(st.B).at[:, jnp.arange(r), jnp.arange(r)].set(s[:, :r].astype(dtype))
+        return st._replace(V=where(now, Vn, st.V), P=where(now, Pn, st.P), B=where(now, Bn, st.B),
+                           nv=jnp.where(now, r, st.nv), restarts=st.restarts + now.astype(jnp.int32))
 
     def converged_mask(s, res, ok):
-        return ok[:k] & (jnp.max(res[:k], axis=1) <= tol * s[0])
+        return ok[:, :k] & (jnp.max(res[:, :k], axis=2) <= tol * s[:, :1])
 
     k_min = -(-k // b) * b  # no triplet can pass before the basis holds k vectors: no Ritz check before that
 
     def outer(st: _State) -> _State:
+        active = ~st.done
         target = jnp.minimum(jnp.maximum(st.nv + check_every * b, k_min), p)
         target = jnp.minimum(target, st.nv + b * jnp.clip(step_budget - st.steps, 0, p))  # clip: no int32 overflow
-        st = jax.lax.while_loop(lambda s_: (s_.nv < target) & ~s_.nan, step, st)
+        go = lambda s_: active & (s_.nv < target) & ~s_.nan  # noqa: E731
+        st = jax.lax.while_loop(lambda s_: jnp.any(go(s_)), lambda s_: step(s_, go(s_)), st)
         s, Xk, Yk, res, ok = _ritz(st, r, p, b, projected)
         conv = converged_mask(s, res, ok)
         full = st.nv >= p
         out_of_budget = (st.steps >= step_budget) | (full & (st.restarts >= max_restarts))
-        done = jnp.all(conv) | out_of_budget | st.nan
+        done = st.done | jnp.all(conv, axis=1) | out_of_budget | st.nan
+        now = full & ~done  # (done includes the images that were already done)
         st = st._replace(done=done)
-        return jax.lax.cond(full & ~done, lambda a: restart(a, s, Xk, Yk), lambda a: a, st)
+        # cond on the batch: the restart's buffer rewrites run only when some image restarts
+        return jax.lax.cond(jnp.any(now), lambda a: restart(a, s, Xk, Yk, now), lambda a: a, st)
 
-    st = jax.lax.while_loop(lambda s_: ~s_.done, outer, st)
+    st = jax.lax.while_loop(lambda s_: ~jnp.all(s_.done), outer, st)
     s, Xk, Yk, res, ok = _ritz(st, k, p, b, projected)
     conv = converged_mask(s, res, ok)
-    v = jnp.matmul(Yk.astype(dtype), st.V[:p], precision=_HI)
-    u = jnp.matmul(Xk.T.astype(dtype), st.P, precision=_HI)
-    zero_mask = s <= zero_tol * s[0]
+    v = mm(Yk.astype(dtype), st.V[:, :p])
+    u = mm(jnp.swapaxes(Xk, 1, 2).astype(dtype), st.P)
+    zero_mask = s <= zero_tol * s[:, :1]
     s = jnp.where(zero_mask, 0.0, s)
     # Deterministic signs: the largest-magnitude entry of each v_i is positive (u flips with it).
-    sg = jnp.sign(jnp.take_along_axis(v, jnp.argmax(jnp.abs(v), axis=1)[:, None], axis=1))[:, 0]
+    sg = jnp.sign(jnp.take_along_axis(v, jnp.argmax(jnp.abs(v), axis=2)[..., None], axis=2))[..., 0]
     sg = jnp.where(sg == 0, 1.0, sg).astype(dtype)
-    return LanczosSVD(u=u * sg[:, None], s=s.astype(dtype), v=v * sg[:, None], residuals=res.astype(dtype),
+    return LanczosSVD(u=u * sg[..., None], s=s.astype(dtype), v=v * sg[..., None], residuals=res.astype(dtype),
                       converged=conv, zero=zero_mask, n_jvp=st.n_jvp, n_vjp=st.n_vjp, steps=st.steps,
                       restarts=st.restarts, nan=st.nan)
 
@@ -466,6 +553,46 @@ def lanczos_svd_of(f: Callable, x, k: int, key, **kwargs) -> LanczosSVD:
     rm = _row_applier(lambda u: vjp(u)[0], y.shape, y.dtype, dt, chunk)
     res = lanczos_svd_core(mm, rm, n, m, k, key, dtype=dt, **kwargs)
     return res._replace(u=res.u.reshape((k,) + y.shape), v=res.v.reshape((k,) + x.shape))
+
+
+def lanczos_svd_batch_of(f: Callable, xs, k: int, keys, **kwargs) -> LanczosSVD:
+    """Top-k SVDs of ``J_i = df/dx`` at each ``xs[i]`` (``xs [NB, *in_shape]``), all in one loop; pure, jit-able.
+
+    The batched counterpart of :func:`lanczos_svd_of`, for many images (or timesteps) at once: one
+    ``jax.linearize`` of ``vmap(f)``, each block step one batched product for all images, each image stopping on
+    its own residuals (a finished image keeps its state; its products are still evaluated, masked). It returns
+    what ``jax.vmap(lanczos_svd_of)`` returns (leading image axis on every field; ``u [NB, k, *out_shape]``,
+    ``v [NB, k, *in_shape]``) but keeps the iteration's bookkeeping per step row-sized: vmap of the
+    single-image loop selects between whole ``V`` / ``P`` buffers at every step and runs the breakdown and restart
+    branches for all images (measured on the shipped DDPM's sizes on one CPU core: 0.2 ms per image-step
+    bookkeeping here or sequentially, 1.0 ms under vmap). ``keys``: ``NB`` PRNG keys, or one key to split.
+    ``kwargs`` as :func:`lanczos_svd_of`. Example::
+
+        res = jax.jit(lambda xs, key: lanczos_svd_batch_of(f, xs, 8, key, tol=1e-6))(xs, key)
+    """
+    chunk = kwargs.pop("chunk_size", None)
+    xs = jnp.asarray(xs)
+    nb = xs.shape[0]
+    if jnp.ndim(keys) == (0 if jnp.issubdtype(jnp.asarray(keys).dtype, jax.dtypes.prng_key) else 1):
+        keys = jax.random.split(keys, nb)
+    ys, jvp = jax.linearize(jax.vmap(f), xs)
+    vjp = jax.linear_transpose(jvp, xs)
+    n, m = int(np.prod(xs.shape[1:])), int(np.prod(ys.shape[1:]))
+    dt = jnp.promote_types(jnp.float32, jnp.promote_types(xs.dtype, ys.dtype))
+    mm = _per_image(_row_applier(lambda v: jvp(v), xs.shape, xs.dtype, dt, chunk), nb)
+    rm = _per_image(_row_applier(lambda u: vjp(u)[0], ys.shape, ys.dtype, dt, chunk), nb)
+    res = _lanczos_batch(mm, rm, n, m, k, keys, dtype=dt, **kwargs)
+    return res._replace(u=res.u.reshape((nb, k) + ys.shape[1:]), v=res.v.reshape((nb, k) + xs.shape[1:]))
+
+
+def _per_image(apply: Callable, nb: int) -> Callable:
+    """``[NB, b, d_in] -> [NB, b, d_out]`` from ``apply: [b, NB * d_in] -> [b, NB * d_out]`` (a block-diagonal
+    linear map on the stacked images, applied to ``b`` rows)."""
+    def g(R):
+        _, b, d = R.shape
+        out = apply(jnp.swapaxes(R, 0, 1).reshape(b, nb * d))
+        return jnp.swapaxes(out.reshape(b, nb, -1), 0, 1)
+    return g
 
 
 def _row_applier(lin: Callable, shape: tuple, dtype_in, dtype_out, chunk: Optional[int]) -> Callable:
