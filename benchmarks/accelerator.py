@@ -10,8 +10,8 @@ JAX on its default device (median of warm calls, compile reported separately):
   * the UNet forward (batch 1) and the encoder forward x -> h (batch 1);
   * one JVP block and one VJP block of J = dh/dx (``--jvp-block`` columns, vmapped, from ``jax.linearize``);
   * ``lanczos_bidiag_svd`` (tol 1e-6) at ``k`` with block size 1 and 8: products, steps, wall, time per product;
-  * a batched SVD: ``--batch`` images in one ``jit(vmap(lanczos_svd_of))`` call (k = ``--batch-k``) vs as many
-    sequential jitted calls;
+  * a batched SVD: ``--batch`` images in one ``lanczos_svd_batch_of`` call and in one ``jit(vmap(lanczos_svd_of))``
+    call (k = ``--batch-k``) vs as many sequential jitted calls;
   * Asyrp edit throughput (images/s): ``--batch`` latents, ``--n-test`` steps, our jitted, vmapped ``asyrp_edit``
     beside :func:`benchmarks.torch_asyrp.asyrp_edit_loop` (the official per-image loop) on torch's device (CUDA when
     torch has it, else CPU). Both run with t_edit 500 and no η = 1 boosting (t_boost 0), so that the torch loop
@@ -41,7 +41,7 @@ from benchmarks.jacobian_svd import CELEBAHQ_UNET, SMOKE_UNET, TINY_UNET, jsonab
 from jaxhspace.checkpoints.unet import load_unet  # noqa: E402
 from jaxhspace.diffusion.schedule import asyrp_timesteps, make_schedule  # noqa: E402
 from jaxhspace.editing import asyrp_edit as AE  # noqa: E402
-from jaxhspace.geometry.lanczos import lanczos_bidiag_svd, lanczos_svd_of  # noqa: E402
+from jaxhspace.geometry.lanczos import lanczos_bidiag_svd, lanczos_svd_batch_of, lanczos_svd_of  # noqa: E402
 from jaxhspace.geometry.operators import JacobianOperator, _apply_block  # noqa: E402
 from jaxhspace.models.functional import h_of_x  # noqa: E402
 
@@ -134,17 +134,24 @@ def run(config: str = "celebahq", size: int = 256, k: int = 50, batch: int = 8, 
     xs = x[None] + 0.1 * jax.random.normal(jax.random.PRNGKey(3), (batch,) + x.shape)
     keys = jax.random.split(jax.random.PRNGKey(seed), batch)
     one = jax.jit(lambda xx, key: lanczos_svd_of(f, xx, bk, key, tol=tol))
+    batched = jax.jit(lambda xx, keys: lanczos_svd_batch_of(f, xx, bk, keys, tol=tol))
     many = jax.jit(jax.vmap(lambda xx, key: lanczos_svd_of(f, xx, bk, key, tol=tol)))
-    first_b, wall_b = _median(lambda: jax.block_until_ready(many(xs, keys)), 1)
+    first_b, wall_b = _median(lambda: jax.block_until_ready(batched(xs, keys)), 1)
+    first_v, wall_v = _median(lambda: jax.block_until_ready(many(xs, keys)), 1)
     jax.block_until_ready(one(xs[0], keys[0]))
     t0 = time.perf_counter()
     outs = [jax.block_until_ready(one(xs[i], keys[i])) for i in range(batch)]
     wall_s = time.perf_counter() - t0
-    out_b = many(xs, keys)
-    row("batched Lanczos SVD", f"B={batch}, k={bk}, b=1, one jit(vmap) call", first_b, wall_b,
+    out_b, out_v = batched(xs, keys), many(xs, keys)
+    s_seq = np.stack([np.asarray(o.s) for o in outs])
+    row("batched Lanczos SVD", f"B={batch}, k={bk}, b=1, one lanczos_svd_batch_of call", first_b, wall_b,
         products_per_image=np.asarray(out_b.n_jvp + out_b.n_vjp).tolist(),
         sequential_wall_s=wall_s, speedup_vs_sequential=wall_s / wall_b,
-        sequential_products=[int(o.n_jvp + o.n_vjp) for o in outs])
+        sequential_products=[int(o.n_jvp + o.n_vjp) for o in outs],
+        max_sigma_rel_diff_vs_sequential=float(np.max(np.abs(np.asarray(out_b.s) - s_seq) / s_seq)))
+    row("vmapped Lanczos SVD", f"B={batch}, k={bk}, b=1, one jit(vmap(lanczos_svd_of)) call", first_v, wall_v,
+        products_per_image=np.asarray(out_v.n_jvp + out_v.n_vjp).tolist(), sequential_wall_s=wall_s,
+        speedup_vs_sequential=wall_s / wall_v)
 
     # Asyrp edit throughput, B latents, n_test steps (random latents: the cost does not depend on them)
     sched = make_schedule()

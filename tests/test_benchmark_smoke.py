@@ -78,10 +78,12 @@ def test_benchmark_produces_table_and_json(smoke, tmp_path):
 
 
 def test_batched_lanczos_row(smoke):
-    """B = 2 images in one vmapped Lanczos call equal the sequential calls (σ and product counts)."""
+    """B = 2 images in one batched Lanczos loop and in one vmapped call equal the sequential calls (σ and product
+    counts)."""
     setup, _, _ = smoke
-    row = B.batched_row(setup, k=2, n_images=2, seed=0, tol=1e-6)
+    row = B.batched_row(setup, k=2, n_images=2, seed=0, tol=1e-6, reps=1)
     assert row["all_converged"] and row["max_sigma_rel_diff_batched_vs_seq"] < 1e-5
+    assert row["max_sigma_rel_diff_vmap_vs_seq"] < 1e-5 and row["speedup"] > 0 and row["speedup_vmap"] > 0
     assert row["products_per_image"] == row["batched_products_per_image"]
 
 
@@ -99,3 +101,7 @@ def test_accelerator_script_runs_small_on_cpu(tmp_path):
     assert len(lz) == 2 and all(r["converged"] and r["products"] > 0 for r in lz)
     assert res["asyrp_max_abs_diff_ours_vs_torch"] < 1e-3
     assert "Asyrp edit (official loop" in A.render(res)
+    bat = {r["name"]: r for r in res["rows"]}
+    assert bat["batched Lanczos SVD"]["products_per_image"] == bat["batched Lanczos SVD"]["sequential_products"]
+    assert bat["batched Lanczos SVD"]["max_sigma_rel_diff_vs_sequential"] < 1e-5
+    assert bat["vmapped Lanczos SVD"]["products_per_image"] == bat["batched Lanczos SVD"]["sequential_products"]
