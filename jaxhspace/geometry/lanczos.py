@@ -6,9 +6,9 @@ block step is one batched product for all of them, each image stops on its own r
 its state while the others go on. ``jax.vmap`` of the single-image :func:`lanczos_svd_of` gives the same results,
 but vmap of a ``while_loop`` selects between whole carried buffers at every step and runs both sides of every
 ``cond`` for all images; the batched loop updates only the rows a step writes and takes a ``cond`` when any image
-needs it. Measured on the shipped DDPM (k = 8, 8 images, one pinned CPU core, 5 back-to-back runs): the batched
-loop ×1.14 faster than 8 sequential calls (every run ×1.13-1.15), ``jax.vmap`` ×1.05, with the same products and
-the same σ per image (``benchmarks/jacobian_svd.py --batched 8``).
+needs it. Measured on the shipped DDPM (k = 8, 8 images, one pinned CPU core, two runs of 5 back-to-back timings): the
+batched loop ×1.14-1.15 faster than 8 sequential calls (every timing ×1.13-1.15), ``jax.vmap`` ×1.05-1.06, with the
+same products and the same σ per image (``benchmarks/jacobian_svd.py --batched 8``).
 
 Algorithm (Baglama & Reichel 2005, "Augmented implicitly restarted Lanczos bidiagonalization methods", SIAM J.
 Sci. Comput. 27(1), the IRLBA method; block form as in Hallman 2022, "A block bidiagonalization method for
@@ -51,9 +51,9 @@ the VJP's convolutions (transposed, ``01oi`` kernels) in a ``while_loop`` body m
 VJP pair took 30-32 ms there vs 8.4-11.9 ms as a standalone jitted call. The products are therefore applied with
 their convolution kernels made canonical once, before the loop (:func:`_hoist_conv_kernels`): 7.0-8.6 ms per pair
 in the loop. The solver's own work (Gram--Schmidt, Ritz SVDs, restarts) is 2-4% (k = 8) and 8-15% (k = 50) of the
-product time with float32 small SVDs, 3% and 13% with float64 ones; timed back to back with its block steps' worth
-of standalone JVP + VJP pairs (the products of a host-driven solver), the whole solver takes 16% / 14% (k = 8) and
-8% / 5% (k = 50) less CPU time (float32 / float64 small SVDs). At 256 px (celebahq-256
+product time with float32 small SVDs, 3% and 12-13% with float64 ones; timed back to back with its block steps'
+worth of standalone JVP + VJP pairs (the products of a host-driven solver), the whole solver takes 11-16% (k = 8)
+and 2-8% (k = 50) less CPU time (runs with either). At 256 px (celebahq-256
 architecture, ``benchmarks/jacobian_svd_256.py``) it spends 1.62 s of CPU per product against 1.79 s for a
 standalone JVP/VJP.
 
@@ -564,8 +564,9 @@ def lanczos_svd_batch_of(f: Callable, xs, k: int, keys, **kwargs) -> LanczosSVD:
     what ``jax.vmap(lanczos_svd_of)`` returns (leading image axis on every field; ``u [NB, k, *out_shape]``,
     ``v [NB, k, *in_shape]``) but keeps the iteration's bookkeeping per step row-sized: vmap of the
     single-image loop selects between whole ``V`` / ``P`` buffers at every step and runs the breakdown and restart
-    branches for all images (measured on the shipped DDPM's sizes on one CPU core: 0.2 ms per image-step
-    bookkeeping here or sequentially, 1.0 ms under vmap). ``keys``: ``NB`` PRNG keys, or one key to split.
+    branches for all images (at the shipped DDPM's sizes on one CPU core, with a free operator: 0.4 ms per
+    image-step here, 1.0 ms under vmap, 0.2 ms sequentially, against 8 ms of UNet products; B = 8 on the DDPM:
+    ×1.15 vs sequential calls, vmap ×1.06). ``keys``: ``NB`` PRNG keys, or one key to split.
     ``kwargs`` as :func:`lanczos_svd_of`. Example::
 
         res = jax.jit(lambda xs, key: lanczos_svd_batch_of(f, xs, 8, key, tol=1e-6))(xs, key)
