@@ -540,7 +540,8 @@ def lanczos_svd_of(f: Callable, x, k: int, key, **kwargs) -> LanczosSVD:
 
     ``jax.linearize`` evaluates ``f`` once; ``jax.linear_transpose`` gives ``J^T``. Returns a :class:`LanczosSVD`
     with ``u [k, *out_shape]``, ``v [k, *in_shape]``; ``kwargs`` go to :func:`lanczos_svd_core` (plus
-    ``chunk_size`` to bound the memory of block products). Example (B images, one compiled call)::
+    ``chunk_size`` to bound the memory of block products). For B images in one compiled call,
+    :func:`lanczos_svd_batch_of` (one loop) is faster than, and returns what, this gives under ``jax.vmap``::
 
         res = jax.jit(jax.vmap(lambda x, key: lanczos_svd_of(f, x, 8, key, tol=1e-6)))(xs, keys)
     """
