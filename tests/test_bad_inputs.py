@@ -67,14 +67,27 @@ def test_workdir_is_a_file(tmp_path):
         get_task("sample")(_config("sample"), str(tmp_path / "wd"))
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
 def test_workdir_unwritable(tmp_path):
+    """A workdir under a folder the user cannot write to is refused before any work. Root may write into any
+    folder whatever its mode, so as root the folder is made immutable (``chattr +i``), which root cannot write to
+    either."""
     from jaxhspace.tasks import get_task
 
     ro = tmp_path / "ro"
     ro.mkdir(mode=0o500)
-    with pytest.raises(JaxhspaceError, match=r"--workdir .*ro/wd is not writable"):
-        get_task("sample")(_config("sample"), str(ro / "wd"))
+    immutable = False
+    if os.geteuid() == 0:
+        r = subprocess.run(["chattr", "+i", str(ro)], capture_output=True, text=True)
+        if r.returncode != 0:
+            pytest.skip(f"running as root and chattr +i is not available here: {r.stderr.strip()}")
+        immutable = True
+    try:
+        with pytest.raises(JaxhspaceError, match=r"--workdir .*ro/wd is not writable"):
+            get_task("sample")(_config("sample"), str(ro / "wd"))
+        assert not (ro / "wd").exists()
+    finally:
+        if immutable:
+            subprocess.run(["chattr", "-i", str(ro)], check=True)
 
 
 # ----------------------------------------------------------------------------------------------
