@@ -15,6 +15,8 @@ a constant Δh = scale·σ_k(t_J)·v_k(t_J) is the non-official ``sigma_schedule
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -74,7 +76,8 @@ def haas_jacobian(model, params, x_t, t, k: int, key, method: str = "lanczos", c
 
 
 def haas_trajectory_svd(model, params, schedule, x_T, timesteps, k: int, key, method: str = "lanczos",
-                        chunk_size=None, compute_dtype=None, **svd_kwargs) -> tuple[np.ndarray, np.ndarray]:
+                        chunk_size=None, compute_dtype=None, batch_steps: int = 1,
+                        **svd_kwargs) -> tuple[np.ndarray, np.ndarray]:
     """Top-k SVD of J = ∂ε/∂h at every step of the unedited DDIM (η = 0) trajectory from ``x_T``.
 
     The official ``calc_power_dirs`` walks the reverse process from x_T and takes the SVD at each of its
@@ -86,6 +89,11 @@ def haas_trajectory_svd(model, params, schedule, x_T, timesteps, k: int, key, me
       x_T: [H, W, C] one latent (e.g. the DDIM inversion of a face); timesteps: [S] strictly descending ints.
       k: singular triplets per step (small k: one cheap solve per step; all steps share one compiled solver).
         Other args as :func:`haas_jacobian` (step i uses ``fold_in(key, i)``).
+      batch_steps: SVDs solved together (``method="lanczos"`` only): the trajectory is walked first, then
+        ``batch_steps`` steps at a time go through one batched Lanczos loop
+        (:func:`~jaxhspace.geometry.lanczos.lanczos_svd_batch_of`: one batched product per block step for all of
+        them). Same start vectors and results as one by one, to float32 round-off; memory grows with
+        ``batch_steps`` (one linearisation of the decoder per step).
 
     Returns:
       ``(s [S, k], v [S, k, h, w, Cmid])``: σ_k(t) and the unit h-space right singular vectors at every step.
@@ -95,6 +103,9 @@ def haas_trajectory_svd(model, params, schedule, x_T, timesteps, k: int, key, me
         raise ValueError(f"timesteps must be a non-empty strictly descending list, got {ts.tolist()}")
     eps = _haas_fns(model)[2]
     x = jnp.asarray(x_T, jnp.float32)[None]
+    if int(batch_steps) > 1:
+        return _trajectory_svd_batched(model, params, schedule, x, ts, k, key, int(batch_steps), method,
+                                       chunk_size, compute_dtype, svd_kwargs)
     ss, vs = [], []
     for i, t in enumerate(ts):
         res = haas_jacobian(model, params, x[0], int(t), k, jax.random.fold_in(key, i), method, chunk_size,
@@ -104,6 +115,66 @@ def haas_trajectory_svd(model, params, schedule, x_T, timesteps, k: int, key, me
         a_prev = alpha_bar(schedule, int(ts[i + 1])) if i + 1 < ts.size else 1.0
         x = ddim_step(x, eps(params, x, jnp.full((1,), int(t))), alpha_bar(schedule, int(t)), a_prev)
     return np.stack(ss), np.stack(vs)
+
+
+_LANCZOS_KEYS = ("tol", "block_size", "work_size", "restart_size", "max_restarts", "check_every", "zero_tol",
+                 "projected_dtype")
+
+
+@_per_model
+def _haas_batch_solver(model):
+    """``solve(params, hs [B, h, w, C], skips, temb, keys [B], k=, opts=)``: top-k SVDs of ∂ε/∂h at B points (their
+    skips / temb stacked on a leading axis) in one batched Lanczos loop; compiled once per model and shapes."""
+    from jaxhspace.geometry.lanczos import lanczos_svd_batch_of
+
+    f = _haas_fns(model)[1]
+
+    @functools.partial(jax.jit, static_argnames=("k", "opts", "chunk_size"))
+    def solve(params, hs, skips, temb, keys, *, k, opts, chunk_size):
+        return lanczos_svd_batch_of(lambda h, a: f((params, a[0], a[1]), h), hs, k, keys, args=(skips, temb),
+                                    chunk_size=chunk_size, **dict(opts))
+
+    return solve
+
+
+def _trajectory_svd_batched(model, params, schedule, x, ts, k, key, batch, method, chunk_size, compute_dtype,
+                            svd_kwargs):
+    """:func:`haas_trajectory_svd` with ``batch_steps > 1``: walk the trajectory, then solve ``batch`` steps at a
+    time (the last group padded by repeating its last step, so every group has one compiled shape)."""
+    if method != "lanczos":
+        raise ValueError(f"batch_steps > 1 needs method='lanczos' (the batched loop), got {method!r}")
+    if compute_dtype is not None:
+        raise ValueError("batch_steps > 1 does not take compute_dtype; use batch_steps=1 for reduced-precision "
+                         "products")
+    kw = dict(svd_kwargs)
+    if "max_iters" in kw:  # the other methods' keyword: restart cycles after the first, as lanczos_bidiag_svd
+        kw["max_restarts"] = max(int(kw.pop("max_iters")) - 1, 0)
+    unknown = set(kw) - set(_LANCZOS_KEYS) - {"oversampling", "min_iters", "verbose"}
+    if unknown:
+        raise TypeError(f"haas_trajectory_svd got unexpected keyword arguments {sorted(unknown)}")
+    opts = tuple(sorted((n, v) for n, v in kw.items() if n in _LANCZOS_KEYS))
+    encode, _, eps = _haas_fns(model)
+    points = []
+    for i, t in enumerate(ts):
+        points.append(encode(params, x, int(t)))
+        a_prev = alpha_bar(schedule, int(ts[i + 1])) if i + 1 < ts.size else 1.0
+        x = ddim_step(x, eps(params, x, jnp.full((1,), int(t))), alpha_bar(schedule, int(t)), a_prev)
+    solve = _haas_batch_solver(model)
+    ss, vs = [], []
+    for g in range(0, ts.size, batch):
+        idx = [min(i, ts.size - 1) for i in range(g, g + batch)]
+        hs = jnp.stack([points[i][0][0] for i in idx])
+        skips = jax.tree.map(lambda *a: jnp.stack(a), *[points[i][1] for i in idx])
+        temb = jnp.stack([points[i][2] for i in idx])
+        keys = jnp.stack([jax.random.fold_in(key, i) for i in idx])
+        res = solve(params, hs, skips, temb, keys, k=k, opts=opts, chunk_size=chunk_size)
+        if bool(jnp.any(res.nan)):
+            raise FloatingPointError("the Jacobian operator returned NaN or inf during the batched Lanczos "
+                                     f"iteration at timesteps {[int(ts[i]) for i in idx]}")
+        n = min(batch, ts.size - g)
+        ss.append(np.asarray(res.s)[:n])
+        vs.append(np.asarray(res.v)[:n])
+    return np.concatenate(ss), np.concatenate(vs)
 
 
 def haas_schedule_delta(s, v, timesteps, t_index: int, directions, sigma_schedule: str = "per_step"):

@@ -556,7 +556,7 @@ def lanczos_svd_of(f: Callable, x, k: int, key, **kwargs) -> LanczosSVD:
     return res._replace(u=res.u.reshape((k,) + y.shape), v=res.v.reshape((k,) + x.shape))
 
 
-def lanczos_svd_batch_of(f: Callable, xs, k: int, keys, **kwargs) -> LanczosSVD:
+def lanczos_svd_batch_of(f: Callable, xs, k: int, keys, args=None, **kwargs) -> LanczosSVD:
     """Top-k SVDs of ``J_i = df/dx`` at each ``xs[i]`` (``xs [NB, *in_shape]``), all in one loop; pure, jit-able.
 
     The batched counterpart of :func:`lanczos_svd_of`, for many images (or timesteps) at once: one
@@ -567,8 +567,9 @@ def lanczos_svd_batch_of(f: Callable, xs, k: int, keys, **kwargs) -> LanczosSVD:
     single-image loop selects between whole ``V`` / ``P`` buffers at every step and runs the breakdown and restart
     branches for all images (at the shipped DDPM's sizes on one CPU core, with a free operator: 0.4 ms per
     image-step here, 1.0 ms under vmap, 0.2 ms sequentially, against 8 ms of UNet products; B = 8 on the DDPM:
-    ×1.15 vs sequential calls, vmap ×1.06). ``keys``: ``NB`` PRNG keys, or one key to split.
-    ``kwargs`` as :func:`lanczos_svd_of`. Example::
+    ×1.15 vs sequential calls, vmap ×1.06). ``keys``: ``NB`` PRNG keys, or one key to split. ``args``: optional
+    per-image arguments (a pytree of arrays with a leading ``NB`` axis), then ``J_i = d f(x, args_i) / dx`` at
+    ``xs[i]`` (e.g. each timestep's skips and temb). ``kwargs`` as :func:`lanczos_svd_of`. Example::
 
         res = jax.jit(lambda xs, key: lanczos_svd_batch_of(f, xs, 8, key, tol=1e-6))(xs, key)
     """
@@ -577,7 +578,8 @@ def lanczos_svd_batch_of(f: Callable, xs, k: int, keys, **kwargs) -> LanczosSVD:
     nb = xs.shape[0]
     if jnp.ndim(keys) == (0 if jnp.issubdtype(jnp.asarray(keys).dtype, jax.dtypes.prng_key) else 1):
         keys = jax.random.split(keys, nb)
-    ys, jvp = jax.linearize(jax.vmap(f), xs)
+    fb = jax.vmap(f) if args is None else (lambda xs_: jax.vmap(f)(xs_, args))
+    ys, jvp = jax.linearize(fb, xs)
     vjp = jax.linear_transpose(jvp, xs)
     n, m = int(np.prod(xs.shape[1:])), int(np.prod(ys.shape[1:]))
     dt = jnp.promote_types(jnp.float32, jnp.promote_types(xs.dtype, ys.dtype))
