@@ -22,6 +22,7 @@ def get_config():
     c.k = 3
     c.svd_tol = 1e-3
     c.svd_max_iters = 30
+    c.svd_batch_steps = 1      # per_step: SVDs solved together in one batched Lanczos loop (GPU/TPU; memory x this)
     c.n_dirs = 3
     c.scales = (-100.0, 100.0)  # Δh = scale·σ·v: on the shipped DDPM σ ≈ 0.1, so |Δh| ≈ 10 (PC std of h: 15-46)
     return c

@@ -77,9 +77,11 @@ def _torch_official(unet, x_T, ts, alphas, k, v_dirs=None, scale=0.0, sig_dirs=N
     return np.stack(sig), np.stack(vecs), x.float().numpy().transpose(0, 2, 3, 1)
 
 
-def test_haas_job_uses_per_step_sigma_like_the_official(setup, tmp_path, monkeypatch):
+@pytest.mark.parametrize("batch_steps", [1, 2])
+def test_haas_job_uses_per_step_sigma_like_the_official(setup, tmp_path, monkeypatch, batch_steps):
     """σ_k(t) at every grid step of the job (default ``sigma_schedule="per_step"``) equal the torch walk's dense SVD,
-    and an edit with the job's Δh table equals the official get_direction edit (v_k(t_J) repeated, ×σ_k(t))."""
+    and an edit with the job's Δh table equals the official get_direction edit (v_k(t_J) repeated, ×σ_k(t));
+    one SVD at a time and ``svd_batch_steps=2`` (the per-step SVDs in one batched loop)."""
     from diffusers import DDIMScheduler
 
     from jaxhspace.diffusion.schedule import asyrp_timesteps
@@ -92,8 +94,16 @@ def test_haas_job_uses_per_step_sigma_like_the_official(setup, tmp_path, monkeyp
     grids, make_grid = [], images_mod.make_grid
     monkeypatch.setattr(images_mod, "make_grid", lambda images, *a, **kw: (grids.append(np.asarray(images)),
                                                                           make_grid(images, *a, **kw))[1])
+    import jaxhspace.tasks.haas_job as haas_job
+
+    calls, trajectory = [], haas_job.haas_trajectory_svd
+    monkeypatch.setattr(haas_job, "haas_trajectory_svd",
+                        lambda *a, **kw: (calls.append(kw.get("batch_steps")), trajectory(*a, **kw))[1])
     unet, c, _ = setup
+    c = c.copy_and_resolve_references()
+    c.svd_batch_steps = batch_steps
     m = get_task("haas")(c, str(tmp_path / "job"))
+    assert calls == [batch_steps]  # the job solved its per-step SVDs the way the config asked
     assert m["sigma_schedule"] == "per_step"
     ts = [int(t) for t in asyrp_timesteps(N_STEPS, 999)[::-1]]
     tj = m["jacobian_t"]
@@ -147,3 +157,6 @@ def test_constant_schedule_is_an_option_and_bad_names_fail(setup, tmp_path):
     c.sigma_schedule, c.t_edit = "per_step", 700
     with pytest.raises(ValueError, match="t_edit"):
         get_task("haas")(c, str(tmp_path / "e"))
+    c.t_edit, c.svd_batch_steps = 0, 0
+    with pytest.raises(ValueError, match="svd_batch_steps"):
+        get_task("haas")(c, str(tmp_path / "f"))

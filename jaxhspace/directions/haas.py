@@ -93,7 +93,9 @@ def haas_trajectory_svd(model, params, schedule, x_T, timesteps, k: int, key, me
         ``batch_steps`` steps at a time go through one batched Lanczos loop
         (:func:`~jaxhspace.geometry.lanczos.lanczos_svd_batch_of`: one batched product per block step for all of
         them). Same start vectors and results as one by one, to float32 round-off; memory grows with
-        ``batch_steps`` (one linearisation of the decoder per step).
+        ``batch_steps`` (one linearisation of the decoder per step). For accelerators: a group runs until its
+        slowest SVD converges, the others' products masked, so on one CPU core it was slower (shipped DDPM, 20
+        steps, k = 3, tol 1e-3: 10.0 s one by one, 10.2 / 11.4 / 12.5 s with 5 / 10 / 20 at a time).
 
     Returns:
       ``(s [S, k], v [S, k, h, w, Cmid])``: σ_k(t) and the unit h-space right singular vectors at every step.

@@ -38,11 +38,15 @@ class HaasJob(EditJob):
     task = "haas"
 
     def validate(self, config) -> None:
-        """``sigma_schedule`` name."""
+        """``sigma_schedule`` name, ``svd_batch_steps``."""
         mode = config.get("sigma_schedule", "per_step")
         if mode not in SIGMA_SCHEDULES:
             raise JaxhspaceError(f"config.sigma_schedule must be 'per_step' (official σ_k(t) per step) or "
                                  f"'constant', got {mode!r}")
+        nb = config.get("svd_batch_steps", 1)
+        if isinstance(nb, bool) or not isinstance(nb, int) or nb < 1:
+            raise JaxhspaceError(f"config.svd_batch_steps must be an int >= 1 (SVDs of the per-step schedule solved "
+                                 f"together), got {nb!r}")
 
     def edit(self, config, world, faces, workdir) -> Edits:
         mode = config.get("sigma_schedule", "per_step")
@@ -72,7 +76,8 @@ class HaasJob(EditJob):
             if mode == "per_step":
                 s_t, v_t = haas_trajectory_svd(model, params, schedule, x_lat[i], edited, config.k,
                                                jax.random.fold_in(key, i), tol=config.svd_tol,
-                                               max_iters=config.svd_max_iters)             # [S, k], [S, k, h, w, C]
+                                               max_iters=config.svd_max_iters,
+                                               batch_steps=config.get("svd_batch_steps", 1))  # [S, k], [S, k, h, w, C]
                 j = edited.index(t)
                 svals.append(s_t[j].tolist())
                 schedules.append(s_t[:, :config.n_dirs].T.tolist())                       # [n_dirs, S]
