@@ -147,3 +147,6 @@ def test_trajectory_batched_steps_equal_one_by_one_and_dense(tiny):
     with pytest.raises(ValueError, match="batch_steps > 1 needs method='lanczos'"):
         haas_trajectory_svd(model, params, schedule, xs[0], ts, K, jax.random.PRNGKey(6), method="krylov",
                             batch_steps=2)
+    with pytest.raises(TypeError, match="unexpected keyword arguments \\['oversmpling'\\]"):
+        haas_trajectory_svd(model, params, schedule, xs[0], ts, K, jax.random.PRNGKey(6), batch_steps=2,
+                            oversmpling=4)

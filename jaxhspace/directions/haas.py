@@ -103,24 +103,31 @@ def haas_trajectory_svd(model, params, schedule, x_T, timesteps, k: int, key, me
     ts = np.asarray(timesteps, np.int64).reshape(-1)
     if ts.size == 0 or np.any(np.diff(ts) >= 0):
         raise ValueError(f"timesteps must be a non-empty strictly descending list, got {ts.tolist()}")
+    if int(batch_steps) > 1:  # checked before the walk
+        from jaxhspace.geometry.lanczos import solver_options
+
+        if method != "lanczos":
+            raise ValueError(f"batch_steps > 1 needs method='lanczos' (the batched loop), got {method!r}")
+        if compute_dtype is not None:
+            raise ValueError("batch_steps > 1 does not take compute_dtype; use batch_steps=1 for reduced-precision "
+                             "products")
+        opts = tuple(sorted(solver_options("haas_trajectory_svd", **svd_kwargs).items()))
     eps = _haas_fns(model)[2]
     x = jnp.asarray(x_T, jnp.float32)[None]
+    points = []  # x_t [1, H, W, C] at each step of the walk
+    for i, t in enumerate(ts):
+        points.append(x)
+        a_prev = alpha_bar(schedule, int(ts[i + 1])) if i + 1 < ts.size else 1.0
+        x = ddim_step(x, eps(params, x, jnp.full((1,), int(t))), alpha_bar(schedule, int(t)), a_prev)
     if int(batch_steps) > 1:
-        return _trajectory_svd_batched(model, params, schedule, x, ts, k, key, int(batch_steps), method,
-                                       chunk_size, compute_dtype, svd_kwargs)
+        return _trajectory_svd_batched(model, params, points, ts, k, key, int(batch_steps), chunk_size, opts)
     ss, vs = [], []
     for i, t in enumerate(ts):
-        res = haas_jacobian(model, params, x[0], int(t), k, jax.random.fold_in(key, i), method, chunk_size,
+        res = haas_jacobian(model, params, points[i][0], int(t), k, jax.random.fold_in(key, i), method, chunk_size,
                             compute_dtype, **svd_kwargs)
         ss.append(np.asarray(res.s))
         vs.append(np.asarray(res.v))
-        a_prev = alpha_bar(schedule, int(ts[i + 1])) if i + 1 < ts.size else 1.0
-        x = ddim_step(x, eps(params, x, jnp.full((1,), int(t))), alpha_bar(schedule, int(t)), a_prev)
     return np.stack(ss), np.stack(vs)
-
-
-_LANCZOS_KEYS = ("tol", "block_size", "work_size", "restart_size", "max_restarts", "check_every", "zero_tol",
-                 "projected_dtype")
 
 
 @_per_model
@@ -139,28 +146,12 @@ def _haas_batch_solver(model):
     return solve
 
 
-def _trajectory_svd_batched(model, params, schedule, x, ts, k, key, batch, method, chunk_size, compute_dtype,
-                            svd_kwargs):
-    """:func:`haas_trajectory_svd` with ``batch_steps > 1``: walk the trajectory, then solve ``batch`` steps at a
-    time (the last group padded by repeating its last step, so every group has one compiled shape)."""
-    if method != "lanczos":
-        raise ValueError(f"batch_steps > 1 needs method='lanczos' (the batched loop), got {method!r}")
-    if compute_dtype is not None:
-        raise ValueError("batch_steps > 1 does not take compute_dtype; use batch_steps=1 for reduced-precision "
-                         "products")
-    kw = dict(svd_kwargs)
-    if "max_iters" in kw:  # the other methods' keyword: restart cycles after the first, as lanczos_bidiag_svd
-        kw["max_restarts"] = max(int(kw.pop("max_iters")) - 1, 0)
-    unknown = set(kw) - set(_LANCZOS_KEYS) - {"oversampling", "min_iters", "verbose"}
-    if unknown:
-        raise TypeError(f"haas_trajectory_svd got unexpected keyword arguments {sorted(unknown)}")
-    opts = tuple(sorted((n, v) for n, v in kw.items() if n in _LANCZOS_KEYS))
-    encode, _, eps = _haas_fns(model)
-    points = []
-    for i, t in enumerate(ts):
-        points.append(encode(params, x, int(t)))
-        a_prev = alpha_bar(schedule, int(ts[i + 1])) if i + 1 < ts.size else 1.0
-        x = ddim_step(x, eps(params, x, jnp.full((1,), int(t))), alpha_bar(schedule, int(t)), a_prev)
+def _trajectory_svd_batched(model, params, points, ts, k, key, batch, chunk_size, opts):
+    """:func:`haas_trajectory_svd` with ``batch_steps > 1`` on the walked ``points``: ``batch`` steps at a time (the
+    last group padded by repeating its last step, so every group has one compiled shape); ``opts``: the solver's
+    keywords as sorted pairs."""
+    encode = _haas_fns(model)[0]
+    points = [encode(params, x, int(t)) for x, t in zip(points, ts)]  # (h, skips, temb) per step
     solve = _haas_batch_solver(model)
     ss, vs = [], []
     for g in range(0, ts.size, batch):

@@ -620,6 +620,27 @@ def _run_operator(jvp, vjp, key, v0, max_steps, *, k, opts, chunk_size, tin, tou
                             **dict(opts[:-2]))
 
 
+_CORE_OPTIONS = ("tol", "block_size", "work_size", "restart_size", "max_restarts", "check_every", "zero_tol",
+                 "projected_dtype")
+# Keywords of the other SVD methods (randomized_block_krylov / subspace_iteration), accepted and ignored so that
+# callers can switch methods by name.
+_OTHER_METHODS_ONLY = ("oversampling", "min_iters", "verbose")
+
+
+def solver_options(caller: str, max_iters=None, **kwargs) -> dict:
+    """The keywords of :func:`lanczos_svd_core` among ``kwargs`` (the method-agnostic keywords of
+    ``directions._solve.top_k_svd``): ``max_iters`` (the other methods' iteration budget) becomes
+    ``max_restarts = max_iters - 1`` (restart cycles after the first); the other methods' own keywords are dropped;
+    anything else raises ``TypeError`` naming ``caller``."""
+    unknown = set(kwargs) - set(_CORE_OPTIONS) - set(_OTHER_METHODS_ONLY)
+    if unknown:
+        raise TypeError(f"{caller} got unexpected keyword arguments {sorted(unknown)}")
+    out = {n: v for n, v in kwargs.items() if n in _CORE_OPTIONS}
+    if max_iters is not None:
+        out["max_restarts"] = max(int(max_iters) - 1, 0)
+    return out
+
+
 def lanczos_bidiag_svd(
     op: JacobianOperator,
     k: int,
@@ -664,14 +685,12 @@ def lanczos_bidiag_svd(
       ValueError: bad ``k``/``tol``/sizes before any product; ``FloatingPointError`` after the call if the
       operator returned NaN or inf.
     """
-    unknown = set(ignored) - {"oversampling", "min_iters", "verbose"}
-    if unknown:
-        raise TypeError(f"lanczos_bidiag_svd got unexpected keyword arguments {sorted(unknown)}")
+    solver_options("lanczos_bidiag_svd", **ignored)  # only the other methods' keywords may be left
     k = _check_k(op, k)
     if not (isinstance(tol, (int, float, np.floating)) and tol > 0):
         raise ValueError(f"tol must be a positive number, got {tol!r}")
     if max_iters is not None:
-        max_restarts = max(int(max_iters) - 1, 0)
+        max_restarts = solver_options("lanczos_bidiag_svd", max_iters=max_iters)["max_restarts"]
     n, m = op.dim_in, op.dim_out
     v0 = None
     if init is not None:
