@@ -151,14 +151,14 @@ def _trajectory_svd_batched(model, params, points, ts, k, key, batch, chunk_size
     last group padded by repeating its last step, so every group has one compiled shape); ``opts``: the solver's
     keywords as sorted pairs."""
     encode = _haas_fns(model)[0]
-    points = [encode(params, x, int(t)) for x, t in zip(points, ts)]  # (h, skips, temb) per step
+    enc = [encode(params, x, int(t)) for x, t in zip(points, ts)]  # (h, skips, temb) per step
     solve = _haas_batch_solver(model)
     ss, vs = [], []
     for g in range(0, ts.size, batch):
         idx = [min(i, ts.size - 1) for i in range(g, g + batch)]
-        hs = jnp.stack([points[i][0][0] for i in idx])
-        skips = jax.tree.map(lambda *a: jnp.stack(a), *[points[i][1] for i in idx])
-        temb = jnp.stack([points[i][2] for i in idx])
+        hs = jnp.stack([enc[i][0][0] for i in idx])
+        skips = jax.tree.map(lambda *a: jnp.stack(a), *[enc[i][1] for i in idx])
+        temb = jnp.stack([enc[i][2] for i in idx])
         keys = jnp.stack([jax.random.fold_in(key, i) for i in idx])
         res = solve(params, hs, skips, temb, keys, k=k, opts=opts, chunk_size=chunk_size)
         if bool(jnp.any(res.nan)):
